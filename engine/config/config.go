@@ -1,0 +1,457 @@
+// Package config reads a LiteLLM proxy config file unchanged, plus
+// Portcullis's own settings under the top-level "portcullis" key, into typed
+// structs, and reports every problem with the place it occurred.
+//
+// Reading is separate from building: Load returns a *Config (typed, with
+// secrets resolved from os.environ/ references), and engine/gateway compiles
+// it into an immutable runtime snapshot. `portcullis validate` does both
+// without serving.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+)
+
+// Config is a whole configuration file.
+type Config struct {
+	Models  []Model
+	Router  RouterSettings
+	LiteLLM LiteLLMSettings
+	General GeneralSettings
+	Server  ServerSettings
+	Log     LogSettings
+	// Warnings are non-fatal findings (unknown keys, unset variables).
+	Warnings []Problem
+	// Source is the file path, or "embedded".
+	Source string
+}
+
+// Model is one model_list entry: one deployment of a public model name.
+type Model struct {
+	Path      string // "model_list[3]", for messages
+	ModelName string
+	// Provider and UpstreamModel split litellm_params.model at the first "/".
+	Provider      string
+	UpstreamModel string
+	APIKey        string
+	APIBase       string
+	APIVersion    string
+	Organization  string
+	RPM           int
+	TPM           int
+	MaxParallel   int
+	Weight        float64
+	Order         int
+	Timeout       time.Duration
+	StreamTimeout time.Duration
+	MaxRetries    int
+	Tags          []string
+	Region        string
+	Headers       map[string]string
+	// Cost per token in USD (litellm_params or model_info).
+	InputCostPerToken  float64
+	OutputCostPerToken float64
+	// ID is model_info.id, or derived from the entry when absent.
+	ID   string
+	Info ModelInfo
+	// Params holds every litellm_params key, resolved, for the provider.
+	Params map[string]any
+}
+
+// ModelInfo is the subset of model_info Portcullis reads.
+type ModelInfo struct {
+	ID              string
+	Mode            string
+	BaseModel       string
+	MaxInputTokens  int
+	MaxOutputTokens int
+}
+
+// RouterSettings is router_settings (and the routing keys LiteLLM also
+// accepts under litellm_settings).
+type RouterSettings struct {
+	RoutingStrategy        string
+	NumRetries             int
+	Timeout                time.Duration
+	StreamTimeout          time.Duration
+	AllowedFails           int
+	CooldownTime           time.Duration
+	Fallbacks              map[string][]string
+	DefaultFallbacks       []string
+	ContextWindowFallbacks map[string][]string
+	ContentPolicyFallbacks map[string][]string
+}
+
+// LiteLLMSettings is the part of litellm_settings Portcullis reads.
+type LiteLLMSettings struct {
+	DropParams     bool
+	RequestTimeout time.Duration
+	JSONLogs       bool
+}
+
+// GeneralSettings is general_settings.
+type GeneralSettings struct {
+	MasterKey   string
+	DatabaseURL string
+}
+
+// ServerSettings is portcullis.server.
+type ServerSettings struct {
+	MaxBodyBytes    int
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	IdleTimeout     time.Duration
+	ShutdownTimeout time.Duration
+	TLSCertFile     string
+	TLSKeyFile      string
+	MaxConns        int
+}
+
+// LogSettings is portcullis.log.
+type LogSettings struct {
+	Format string // "json" or "console"
+	Level  string
+}
+
+// Routing strategies LiteLLM names.
+var routingStrategies = map[string]bool{
+	"simple-shuffle": true, "least-busy": true, "latency-based-routing": true,
+	"usage-based-routing": true, "usage-based-routing-v2": true, "cost-based-routing": true,
+}
+
+// Error is returned by Load when a config is invalid; it lists every problem.
+type Error struct {
+	Source   string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invalid config %s:", e.Source)
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// LoadFile reads and checks a config file.
+func LoadFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, path, osGetenv)
+}
+
+// Parse reads and checks config bytes. getenv resolves os.environ/
+// references and is also consulted for environment_variables overrides.
+func Parse(data []byte, source string, getenv func(string) string) (*Config, error) {
+	var root any
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, &Error{Source: source, Problems: []Problem{{"yaml", yaml.FormatError(err, false, true)}}}
+	}
+	if getenv == nil {
+		getenv = osGetenv
+	}
+	r := &reader{getenv: getenv}
+	top := r.obj("", root)
+	// environment_variables (LiteLLM) set values for os.environ/ lookups.
+	if top.has("environment_variables") {
+		vars := top.strMap("environment_variables")
+		outer := getenv
+		r.getenv = func(k string) string {
+			if v, ok := vars[k]; ok {
+				return v
+			}
+			return outer(k)
+		}
+	}
+	c := &Config{Source: source}
+	c.General = readGeneral(top.child("general_settings"))
+	c.LiteLLM = readLiteLLM(top.child("litellm_settings"), &c.Router)
+	readRouter(top.child("router_settings"), &c.Router)
+	for i, e := range top.list("model_list") {
+		c.Models = append(c.Models, readModel(r.obj(fmt.Sprintf("model_list[%d]", i), e)))
+	}
+	readPortcullis(top.child("portcullis"), c)
+	top.unknown(map[string]string{
+		"include":           "include files are not supported yet",
+		"guardrails":        "LiteLLM guardrails are replaced by Rego policies (policies/)",
+		"mcp_servers":       "",
+		"credential_list":   "",
+		"search_tools":      "",
+		"callback_settings": "",
+	})
+	checkModels(r, c)
+	c.Warnings = r.warns
+	if len(r.errs) > 0 {
+		return nil, &Error{Source: source, Problems: r.errs}
+	}
+	return c, nil
+}
+
+func readGeneral(o *obj) GeneralSettings {
+	g := GeneralSettings{MasterKey: o.str("master_key"), DatabaseURL: o.str("database_url")}
+	if g.MasterKey != "" && !strings.HasPrefix(g.MasterKey, "sk-") {
+		o.r.warnf(join(o.path, "master_key"), "LiteLLM expects the master key to start with \"sk-\"")
+	}
+	o.unknown(map[string]string{
+		"alerting": "", "alerting_threshold": "", "proxy_batch_write_at": "", "database_connection_pool_limit": "",
+		"database_connection_timeout": "", "disable_spend_logs": "", "store_model_in_db": "", "allow_requests_on_db_unavailable": "",
+		"background_health_checks": "", "health_check_interval": "", "disable_master_key_return": "", "maximum_spend_logs_retention_period": "",
+		"ui_access_mode": "", "allowed_routes": "", "admin_only_routes": "", "public_routes": "", "enforce_user_param": "",
+		"custom_auth": "custom auth is done with Rego policies", "user_header_name": "", "max_request_size_mb": "", "max_response_size_mb": "",
+		"pass_through_endpoints": "pass-through endpoints are not served", "infer_model_from_keys": "", "disable_reset_budget": "",
+	})
+	return g
+}
+
+func readLiteLLM(o *obj, rs *RouterSettings) LiteLLMSettings {
+	s := LiteLLMSettings{
+		DropParams:     o.boolean("drop_params"),
+		RequestTimeout: o.duration("request_timeout"),
+		JSONLogs:       o.boolean("json_logs"),
+	}
+	// LiteLLM also accepts these routing keys here; router_settings wins.
+	if o.has("num_retries") {
+		rs.NumRetries = o.integer("num_retries")
+	}
+	if o.has("fallbacks") {
+		rs.Fallbacks = readFallbacks(o, "fallbacks")
+	}
+	if o.has("context_window_fallbacks") {
+		rs.ContextWindowFallbacks = readFallbacks(o, "context_window_fallbacks")
+	}
+	if o.has("content_policy_fallbacks") {
+		rs.ContentPolicyFallbacks = readFallbacks(o, "content_policy_fallbacks")
+	}
+	if o.has("default_fallbacks") {
+		rs.DefaultFallbacks = o.strs("default_fallbacks")
+	}
+	if o.has("allowed_fails") {
+		rs.AllowedFails = o.integer("allowed_fails")
+	}
+	if o.has("cooldown_time") {
+		rs.CooldownTime = o.duration("cooldown_time")
+	}
+	o.unknown(map[string]string{
+		"set_verbose": "", "callbacks": "use Portcullis logging and /metrics", "success_callback": "", "failure_callback": "",
+		"service_callback": "", "cache": "the response cache is configured under portcullis.cache", "cache_params": "",
+		"max_budget": "", "budget_duration": "", "default_team_settings": "", "default_key_generate_params": "",
+		"upperbound_key_generate_params": "", "max_internal_user_budget": "", "internal_user_budget_duration": "",
+		"turn_off_message_logging": "", "redact_user_api_key_info": "", "telemetry": "", "modify_params": "",
+		"enable_preview_features": "", "ssl_verify": "", "force_ipv4": "", "model_group_alias": "", "public_model_groups": "",
+		"disable_end_user_cost_tracking": "", "key_generation_settings": "", "default_internal_user_params": "",
+		"enable_json_schema_validation": "", "json_logs": "",
+	})
+	return s
+}
+
+func readFallbacks(o *obj, k string) map[string][]string {
+	out := map[string][]string{}
+	for i, e := range o.list(k) {
+		p := fmt.Sprintf("%s[%d]", join(o.path, k), i)
+		m, ok := e.(map[string]any)
+		if !ok {
+			o.r.errf(p, "want a mapping like {model: [fallback, ...]}, got %s", kind(e))
+			continue
+		}
+		f := o.r.obj(p, m)
+		for name := range m {
+			out[name] = append(out[name], f.strs(name)...)
+		}
+	}
+	return out
+}
+
+func readRouter(o *obj, rs *RouterSettings) {
+	if o.has("routing_strategy") {
+		rs.RoutingStrategy = o.str("routing_strategy")
+		if !routingStrategies[rs.RoutingStrategy] {
+			o.r.errf(join(o.path, "routing_strategy"), "unknown strategy %q (want simple-shuffle, least-busy, latency-based-routing, usage-based-routing-v2 or cost-based-routing)", rs.RoutingStrategy)
+		}
+	}
+	if o.has("num_retries") {
+		rs.NumRetries = o.integer("num_retries")
+	}
+	if o.has("timeout") {
+		rs.Timeout = o.duration("timeout")
+	}
+	if o.has("stream_timeout") {
+		rs.StreamTimeout = o.duration("stream_timeout")
+	}
+	if o.has("allowed_fails") {
+		rs.AllowedFails = o.integer("allowed_fails")
+	}
+	if o.has("cooldown_time") {
+		rs.CooldownTime = o.duration("cooldown_time")
+	}
+	if o.has("fallbacks") {
+		rs.Fallbacks = readFallbacks(o, "fallbacks")
+	}
+	if o.has("context_window_fallbacks") {
+		rs.ContextWindowFallbacks = readFallbacks(o, "context_window_fallbacks")
+	}
+	if o.has("content_policy_fallbacks") {
+		rs.ContentPolicyFallbacks = readFallbacks(o, "content_policy_fallbacks")
+	}
+	if o.has("default_fallbacks") {
+		rs.DefaultFallbacks = o.strs("default_fallbacks")
+	}
+	o.unknown(map[string]string{
+		"retry_policy": "arrives with the router issue", "allowed_fails_policy": "arrives with the router issue",
+		"retry_after": "", "enable_pre_call_checks": "", "redis_host": "", "redis_port": "", "redis_password": "",
+		"redis_url": "", "model_group_alias": "", "routing_strategy_args": "", "enable_tag_filtering": "",
+		"tag_filtering_match_any": "", "cache_responses": "", "provider_budget_config": "", "model_group_retry_policy": "",
+		"disable_cooldowns": "", "optional_pre_call_checks": "", "max_fallbacks": "", "default_max_parallel_requests": "",
+	})
+}
+
+// paramKeys are the litellm_params keys Portcullis reads itself.
+var paramKeys = map[string]bool{
+	"model": true, "api_key": true, "api_base": true, "base_url": true, "api_version": true, "organization": true,
+	"rpm": true, "tpm": true, "max_parallel_requests": true, "weight": true, "order": true, "timeout": true,
+	"stream_timeout": true, "max_retries": true, "tags": true, "region_name": true, "extra_headers": true,
+	"input_cost_per_token": true, "output_cost_per_token": true,
+}
+
+func readModel(o *obj) Model {
+	m := Model{Path: o.path, ModelName: o.str("model_name")}
+	if m.ModelName == "" {
+		o.r.errf(join(o.path, "model_name"), "required")
+	}
+	p := o.child("litellm_params")
+	full := p.str("model")
+	switch {
+	case full == "":
+		o.r.errf(join(p.path, "model"), "required (e.g. openai/gpt-4o)")
+	case !strings.Contains(full, "/"):
+		// LiteLLM infers the provider of bare OpenAI model names.
+		m.Provider, m.UpstreamModel = "openai", full
+	default:
+		m.Provider, m.UpstreamModel, _ = strings.Cut(full, "/")
+	}
+	m.APIKey = p.str("api_key")
+	m.APIBase = p.str("api_base")
+	if b := p.str("base_url"); b != "" && m.APIBase == "" {
+		m.APIBase = b
+	}
+	m.APIVersion = p.str("api_version")
+	m.Organization = p.str("organization")
+	m.RPM = p.integer("rpm")
+	m.TPM = p.integer("tpm")
+	m.MaxParallel = p.integer("max_parallel_requests")
+	m.Weight, _ = p.num("weight")
+	m.Order = p.integer("order")
+	m.Timeout = p.duration("timeout")
+	m.StreamTimeout = p.duration("stream_timeout")
+	m.MaxRetries = p.integer("max_retries")
+	m.Tags = p.strs("tags")
+	m.Region = p.str("region_name")
+	m.Headers = p.strMap("extra_headers")
+	m.InputCostPerToken, _ = p.num("input_cost_per_token")
+	m.OutputCostPerToken, _ = p.num("output_cost_per_token")
+	m.Params = map[string]any{}
+	for k, v := range p.m {
+		if !paramKeys[k] {
+			if s, ok := v.(string); ok {
+				v = p.env(join(p.path, k), s)
+			}
+			m.Params[k] = v
+			p.used[k] = true
+		}
+	}
+	info := o.child("model_info")
+	m.Info = ModelInfo{
+		ID:              info.str("id"),
+		Mode:            info.str("mode"),
+		BaseModel:       info.str("base_model"),
+		MaxInputTokens:  info.integer("max_input_tokens"),
+		MaxOutputTokens: info.integer("max_output_tokens"),
+	}
+	if info.has("input_cost_per_token") && m.InputCostPerToken == 0 {
+		m.InputCostPerToken, _ = info.num("input_cost_per_token")
+	}
+	if info.has("output_cost_per_token") && m.OutputCostPerToken == 0 {
+		m.OutputCostPerToken, _ = info.num("output_cost_per_token")
+	}
+	// model_info is free-form metadata in LiteLLM: other keys are kept
+	// silently.
+	m.ID = m.Info.ID
+	if m.Weight < 0 {
+		o.r.errf(join(p.path, "weight"), "must not be negative")
+	}
+	o.unknown(nil)
+	return m
+}
+
+func readPortcullis(o *obj, c *Config) {
+	s := o.child("server")
+	c.Server = ServerSettings{
+		MaxBodyBytes:    s.integer("max_body_bytes"),
+		ReadTimeout:     s.duration("read_timeout"),
+		WriteTimeout:    s.duration("write_timeout"),
+		IdleTimeout:     s.duration("idle_timeout"),
+		ShutdownTimeout: s.duration("shutdown_timeout"),
+		TLSCertFile:     s.str("tls_cert_file"),
+		TLSKeyFile:      s.str("tls_key_file"),
+		MaxConns:        s.integer("max_conns"),
+	}
+	if (c.Server.TLSCertFile == "") != (c.Server.TLSKeyFile == "") {
+		o.r.errf(s.path, "tls_cert_file and tls_key_file go together")
+	}
+	s.unknown(nil)
+	l := o.child("log")
+	c.Log = LogSettings{Format: l.str("format"), Level: l.str("level")}
+	switch c.Log.Format {
+	case "", "json", "console":
+	default:
+		l.r.errf(join(l.path, "format"), "want json or console, got %q", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		l.r.errf(join(l.path, "level"), "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	l.unknown(nil)
+	if c.LiteLLM.JSONLogs && c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	o.unknown(nil)
+}
+
+// checkModels validates cross-references: fallbacks must name groups.
+func checkModels(r *reader, c *Config) {
+	groups := map[string]bool{}
+	for _, m := range c.Models {
+		groups[m.ModelName] = true
+	}
+	check := func(path string, fb map[string][]string) {
+		for from, tos := range fb {
+			if !groups[from] && from != "*" {
+				r.warnf(path, "fallback source %q is not a model_name in model_list", from)
+			}
+			for _, to := range tos {
+				if !groups[to] {
+					r.warnf(path, "fallback target %q is not a model_name in model_list", to)
+				}
+			}
+		}
+	}
+	check("router_settings.fallbacks", c.Router.Fallbacks)
+	check("router_settings.context_window_fallbacks", c.Router.ContextWindowFallbacks)
+	check("router_settings.content_policy_fallbacks", c.Router.ContentPolicyFallbacks)
+}
+
+// IsConfigError reports whether err is a config validation error.
+func IsConfigError(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}

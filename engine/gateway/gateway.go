@@ -1,0 +1,259 @@
+// Package gateway compiles a configuration into an immutable Runtime
+// snapshot and swaps snapshots atomically.
+//
+// A request takes one snapshot (Holder.Acquire) and uses it from start to
+// end, stream included. Reload builds a whole new snapshot first; if that
+// fails the old one keeps serving and the error says why. A replaced
+// snapshot is cleaned up (upstream connections, provider resources) once
+// its last request has released it.
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/portcullis/portcullis/engine/auth"
+	"github.com/portcullis/portcullis/engine/config"
+	"github.com/portcullis/portcullis/engine/pipeline"
+	"github.com/portcullis/portcullis/engine/provider"
+	"github.com/portcullis/portcullis/engine/provider/all"
+	"github.com/portcullis/portcullis/engine/route"
+	"github.com/portcullis/portcullis/engine/telemetry"
+)
+
+// Runtime is one compiled configuration. Everything in it is read-only
+// after Build.
+type Runtime struct {
+	Config *config.Config
+	Router *route.Router
+	// Handler is the compiled middleware chain ending in the router.
+	Handler pipeline.Handler
+	// Master checks the master key on non-LLM endpoints; nil when none.
+	Master *auth.MasterKey
+	// ModelsJSON is the /v1/models body; ModelJSON holds each /v1/models/{id}.
+	ModelsJSON []byte
+	ModelJSON  map[string][]byte
+	// Metrics per public model name, resolved at build.
+	ModelMetrics map[string]*telemetry.Model
+	Unknown      *telemetry.Model
+
+	client    *fasthttp.Client
+	providers []provider.Provider
+	refs      atomic.Int64
+	retired   atomic.Bool
+	cleanOnce sync.Once
+}
+
+// Options are the process-level dependencies a build uses.
+type Options struct {
+	Log     *zap.Logger
+	Metrics *telemetry.Metrics
+	Getenv  func(string) string
+}
+
+// Build compiles cfg. It returns an error naming the place and the reason
+// for every deployment that cannot be built.
+func Build(cfg *config.Config, o Options) (*Runtime, error) {
+	all.Register()
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
+	}
+	if o.Metrics == nil {
+		o.Metrics = telemetry.NewMetrics()
+	}
+	rt := &Runtime{Config: cfg, client: provider.NewClient(), ModelJSON: map[string][]byte{}, ModelMetrics: map[string]*telemetry.Model{}}
+	var problems []config.Problem
+	var deps []*route.Deployment
+	for i, m := range cfg.Models {
+		info, ok := provider.Lookup(m.Provider)
+		if !ok {
+			problems = append(problems, config.Problem{Path: m.Path + ".litellm_params.model",
+				Msg: fmt.Sprintf("unknown provider %q (known: %s)", m.Provider, strings.Join(provider.Names(), ", "))})
+			continue
+		}
+		base, _ := provider.ResolveBase(info, m.APIBase, o.Getenv)
+		if base == "" {
+			problems = append(problems, config.Problem{Path: m.Path + ".litellm_params.api_base",
+				Msg: fmt.Sprintf("required for %s/ models (or set %s_API_BASE)", m.Provider, info.EnvPrefixes[0])})
+			continue
+		}
+		key := provider.ResolveKey(info, m.APIKey, o.Getenv)
+		if key == "" && !info.NoKey && o.Log != nil {
+			o.Log.Warn("deployment has no API key; upstream calls will likely fail with 401",
+				zap.String("at", m.Path), zap.String("model_name", m.ModelName), zap.String("env", info.EnvPrefixes[0]+"_API_KEY"))
+		}
+		p, err := info.Factory(provider.Spec{
+			Provider: m.Provider, Model: m.UpstreamModel, APIKey: key, APIBase: base, APIVersion: m.APIVersion,
+			Organization: m.Organization, Headers: m.Headers, Params: m.Params, Client: rt.client,
+		})
+		if err != nil {
+			problems = append(problems, config.Problem{Path: m.Path + ".litellm_params", Msg: err.Error()})
+			continue
+		}
+		rt.providers = append(rt.providers, p)
+		id := m.ID
+		if id == "" {
+			id = deploymentID(i, &m)
+		}
+		timeout := m.Timeout
+		if timeout == 0 {
+			timeout = cfg.Router.Timeout
+		}
+		if timeout == 0 {
+			timeout = cfg.LiteLLM.RequestTimeout
+		}
+		st := m.StreamTimeout
+		if st == 0 {
+			st = cfg.Router.StreamTimeout
+		}
+		deps = append(deps, &route.Deployment{
+			ID: id, ModelName: m.ModelName, ProviderName: m.Provider, UpstreamModel: m.UpstreamModel,
+			Provider: p, Weight: m.Weight, Timeout: timeout, StreamTimeout: st, Mode: m.Info.Mode,
+		})
+	}
+	if len(problems) > 0 {
+		rt.cleanup()
+		return nil, &config.Error{Source: cfg.Source, Problems: problems}
+	}
+	rt.Router = route.New(deps, cfg.Router.RoutingStrategy)
+	var mws []pipeline.Middleware
+	if cfg.General.MasterKey != "" {
+		rt.Master = &auth.MasterKey{Key: []byte(cfg.General.MasterKey)}
+		mws = append(mws, rt.Master)
+	}
+	rt.Handler = pipeline.Chain(mws, rt.Router.Serve)
+	rt.buildModels(deps)
+	for _, n := range rt.Router.Names() {
+		rt.ModelMetrics[n] = o.Metrics.Model(n)
+	}
+	for _, d := range deps {
+		if rt.ModelMetrics[d.ModelName] == nil {
+			rt.ModelMetrics[d.ModelName] = o.Metrics.Model(d.ModelName)
+		}
+	}
+	rt.Unknown = o.Metrics.Model("")
+	return rt, nil
+}
+
+func deploymentID(i int, m *config.Model) string {
+	return fmt.Sprintf("%s-%d", strings.NewReplacer("/", "-", " ", "-").Replace(m.ModelName), i)
+}
+
+type modelObj struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func (rt *Runtime) buildModels(deps []*route.Deployment) {
+	owner := map[string]string{}
+	for _, d := range deps {
+		if _, ok := owner[d.ModelName]; !ok {
+			owner[d.ModelName] = d.ProviderName
+		}
+	}
+	list := struct {
+		Object string     `json:"object"`
+		Data   []modelObj `json:"data"`
+	}{Object: "list", Data: []modelObj{}}
+	for _, n := range rt.Router.Names() {
+		o := modelObj{ID: n, Object: "model", Created: 1677610602, OwnedBy: owner[n]}
+		list.Data = append(list.Data, o)
+		rt.ModelJSON[n], _ = json.Marshal(o)
+	}
+	rt.ModelsJSON, _ = json.Marshal(list)
+}
+
+func (rt *Runtime) cleanup() {
+	rt.cleanOnce.Do(func() {
+		for _, p := range rt.providers {
+			if c, ok := p.(provider.Closer); ok {
+				_ = c.Close()
+			}
+		}
+		rt.client.CloseIdleConnections()
+	})
+}
+
+// Release gives back a snapshot taken with Holder.Acquire.
+func (rt *Runtime) Release() {
+	if rt.refs.Add(-1) == 0 && rt.retired.Load() {
+		rt.cleanup()
+	}
+}
+
+// Holder holds the current snapshot.
+type Holder struct {
+	cur atomic.Pointer[Runtime]
+	mu  sync.Mutex // serialises Swap
+}
+
+// NewHolder returns a holder serving rt.
+func NewHolder(rt *Runtime) *Holder {
+	h := &Holder{}
+	h.cur.Store(rt)
+	return h
+}
+
+// Acquire returns the current snapshot, counted until Release.
+func (h *Holder) Acquire() *Runtime {
+	for {
+		rt := h.cur.Load()
+		rt.refs.Add(1)
+		if h.cur.Load() == rt {
+			return rt
+		}
+		// Swapped between the load and the count: give it back, retry.
+		rt.Release()
+	}
+}
+
+// Current returns the current snapshot without counting it (for reads
+// that do not outlive the call, such as validation output).
+func (h *Holder) Current() *Runtime { return h.cur.Load() }
+
+// Swap installs rt and retires the previous snapshot, which is cleaned up
+// once its last request releases it.
+func (h *Holder) Swap(rt *Runtime) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old := h.cur.Swap(rt)
+	if old == nil || old == rt {
+		return
+	}
+	old.retired.Store(true)
+	old.refs.Add(1)
+	old.Release() // cleans up now if idle
+}
+
+// Reload loads path, builds it, and swaps it in. On any error the current
+// snapshot keeps serving.
+func (h *Holder) Reload(path string, o Options) (*config.Config, error) {
+	cfg, err := config.LoadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := Build(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	h.Swap(rt)
+	return cfg, nil
+}
+
+// Close retires the current snapshot.
+func (h *Holder) Close() {
+	if rt := h.cur.Load(); rt != nil {
+		rt.retired.Store(true)
+		rt.refs.Add(1)
+		rt.Release()
+	}
+}

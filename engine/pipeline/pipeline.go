@@ -1,0 +1,119 @@
+// Package pipeline is the request path's skeleton: the per-request Exchange
+// and the middleware chain every stage plugs into.
+//
+// A chain is compiled once per configuration snapshot, back to front, from
+// an ordered list (order is data, not import order). Each Middleware gets the
+// Exchange and the next Handler and decides whether to call it, like
+// CoreDNS's plugin.Handler. Nothing here runs per request except the calls.
+package pipeline
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portcullis/portcullis/engine/errs"
+	"github.com/portcullis/portcullis/engine/llm"
+	"github.com/portcullis/portcullis/engine/provider"
+)
+
+// Handler serves an Exchange. A returned error is an *errs.Error (or is
+// converted to one) and becomes the client's error response.
+type Handler func(x *Exchange) error
+
+// Middleware is one stage of the chain.
+type Middleware interface {
+	Name() string
+	Serve(x *Exchange, next Handler) error
+}
+
+// Chain compiles middlewares, first to last, in front of final.
+func Chain(mws []Middleware, final Handler) Handler {
+	h := final
+	for i := len(mws) - 1; i >= 0; i-- {
+		m, next := mws[i], h
+		h = func(x *Exchange) error { return m.Serve(x, next) }
+	}
+	return h
+}
+
+// Exchange is the state of one request from parse to the last log line.
+//
+// Ownership: the server acquires an Exchange from a pool for each request
+// and releases it after the response, including a streamed one, has been
+// written and logged. Nothing may keep a pointer to it after that. Body
+// aliases the server's request buffer and is read-only.
+type Exchange struct {
+	// Ctx carries the request deadline; cancelled when the server stops.
+	Ctx context.Context
+	// ID is the request id (x-request-id in and out).
+	ID    string
+	Start time.Time
+	// Dialect is the inbound endpoint's wire format.
+	Dialect llm.Dialect
+	// Body is the inbound request body, read-only.
+	Body []byte
+	// Model is the model name the client asked for.
+	Model  string
+	Stream bool
+	// IncludeUsage is the client's stream_options.include_usage.
+	IncludeUsage bool
+	// Header reads inbound headers.
+	Header provider.Headers
+	// Deadline bounds the whole request; zero means the deployment's.
+	Deadline time.Time
+
+	// Filled by the router.
+	DeploymentID string
+	Provider     string
+	// UpstreamModel is the provider's model id that served.
+	UpstreamModel string
+	Attempts      int
+	Response      *provider.Response
+
+	// Filled by the response path.
+	Status    int
+	Tokens    llm.Tokens
+	Err       *errs.Error
+	FirstByte time.Duration
+
+	// Key is the caller's credential as presented (never logged).
+	Key []byte
+
+	// busy is the serving deployment's in-flight counter, decremented
+	// when the exchange is released (after a stream has ended).
+	busy *atomic.Int64
+}
+
+// Hold records that the exchange occupies a slot of counter until Release.
+func (x *Exchange) Hold(counter *atomic.Int64) {
+	if x.busy != nil {
+		x.busy.Add(-1)
+	}
+	counter.Add(1)
+	x.busy = counter
+}
+
+// Unhold gives the slot back early (a failed attempt).
+func (x *Exchange) Unhold() {
+	if x.busy != nil {
+		x.busy.Add(-1)
+		x.busy = nil
+	}
+}
+
+var pool = sync.Pool{New: func() any { return new(Exchange) }}
+
+// Acquire returns a cleared Exchange.
+func Acquire() *Exchange { return pool.Get().(*Exchange) }
+
+// Release clears x and returns it to the pool; x must not be used after.
+func Release(x *Exchange) {
+	if x.Response != nil {
+		x.Response.Release()
+	}
+	x.Unhold()
+	*x = Exchange{}
+	pool.Put(x)
+}

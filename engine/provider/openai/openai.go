@@ -1,0 +1,176 @@
+// Package openai is the provider for OpenAI and every OpenAI-compatible API
+// (Mistral, Groq, Together, DeepSeek, OpenRouter, Fireworks, xAI,
+// Perplexity, Ollama, vLLM, LM Studio, and any server named by api_base).
+//
+// An OpenAI-dialect request passes through as bytes: only "model" is
+// rewritten in place (and stream_options.include_usage added so tokens can
+// be counted). Requests from another dialect are translated from the
+// canonical chat shape.
+package openai
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+
+	"github.com/portcullis/portcullis/engine/errs"
+	"github.com/portcullis/portcullis/engine/llm"
+	"github.com/portcullis/portcullis/engine/provider"
+)
+
+// Family lists the OpenAI-compatible providers by prefix, with their default
+// base URLs and the environment prefixes LiteLLM users already set.
+var Family = []provider.Info{
+	{Name: "openai", DefaultBase: "https://api.openai.com/v1"},
+	{Name: "mistral", DefaultBase: "https://api.mistral.ai/v1"},
+	{Name: "groq", DefaultBase: "https://api.groq.com/openai/v1"},
+	{Name: "together_ai", DefaultBase: "https://api.together.xyz/v1", EnvPrefixes: []string{"TOGETHER_AI", "TOGETHERAI", "TOGETHER"}},
+	{Name: "deepseek", DefaultBase: "https://api.deepseek.com/v1"},
+	{Name: "openrouter", DefaultBase: "https://openrouter.ai/api/v1", EnvPrefixes: []string{"OPENROUTER", "OR"}},
+	{Name: "fireworks_ai", DefaultBase: "https://api.fireworks.ai/inference/v1", EnvPrefixes: []string{"FIREWORKS_AI", "FIREWORKS"}},
+	{Name: "xai", DefaultBase: "https://api.x.ai/v1"},
+	{Name: "perplexity", DefaultBase: "https://api.perplexity.ai", EnvPrefixes: []string{"PERPLEXITY", "PERPLEXITYAI"}},
+	{Name: "ollama", DefaultBase: "http://localhost:11434/v1", NoKey: true},
+	{Name: "hosted_vllm", DefaultBase: "", NoKey: true},
+	{Name: "lm_studio", DefaultBase: "http://localhost:1234/v1", NoKey: true},
+}
+
+// Register registers the whole family.
+func Register() {
+	for _, info := range Family {
+		info.Factory = New
+		provider.Register(info)
+	}
+}
+
+// Provider is one OpenAI-compatible deployment.
+type Provider struct {
+	name         string
+	chat         provider.Endpoint
+	completions  provider.Endpoint
+	embeddings   provider.Endpoint
+	includeUsage bool
+}
+
+var (
+	_ provider.Provider  = (*Provider)(nil)
+	_ provider.Embedder  = (*Provider)(nil)
+	_ provider.Completer = (*Provider)(nil)
+)
+
+// New builds a deployment. spec.APIBase is already resolved.
+func New(spec provider.Spec) (provider.Provider, error) {
+	if spec.APIBase == "" {
+		return nil, errs.New(400, errs.CodeInvalidRequest, "api_base is required for "+spec.Provider+"/ models")
+	}
+	headers := make([][2]string, 0, 4)
+	if spec.APIKey != "" {
+		headers = append(headers, [2]string{"Authorization", "Bearer " + spec.APIKey})
+	}
+	if spec.Organization != "" {
+		headers = append(headers, [2]string{"OpenAI-Organization", spec.Organization})
+	}
+	for k, v := range spec.Headers {
+		headers = append(headers, [2]string{k, v})
+	}
+	ep := func(path string) provider.Endpoint {
+		return provider.Endpoint{
+			Provider: spec.Provider, Client: spec.Client, URL: spec.APIBase + path,
+			Headers: headers, Secret: spec.APIKey,
+		}
+	}
+	p := &Provider{
+		name:        spec.Provider,
+		chat:        ep("/chat/completions"),
+		completions: ep("/completions"),
+		embeddings:  ep("/embeddings"),
+		// stream_options.include_usage is added for providers known to
+		// accept it, so streamed tokens are counted; a deployment can turn
+		// it off with litellm_params.stream_include_usage: false.
+		includeUsage: spec.Provider == "openai" || spec.Provider == "hosted_vllm" || spec.Provider == "deepseek" ||
+			spec.Provider == "together_ai" || spec.Provider == "fireworks_ai" || spec.Provider == "xai" || spec.Provider == "openrouter",
+	}
+	if v, ok := spec.Params["stream_include_usage"].(bool); ok {
+		p.includeUsage = v
+	}
+	return p, nil
+}
+
+// Chat sends a chat completion.
+func (p *Provider) Chat(ctx context.Context, r *provider.Request) (*provider.Response, error) {
+	body, err := p.chatBody(r)
+	if err != nil {
+		return nil, err
+	}
+	return p.chat.Do(ctx, r, body, llm.OpenAIChat)
+}
+
+func (p *Provider) chatBody(r *provider.Request) ([]byte, error) {
+	if r.Dialect == llm.OpenAIChat {
+		body, err := SetModel(r.Body, r.Model)
+		if err != nil {
+			return nil, err
+		}
+		if r.Stream && p.includeUsage && !gjson.GetBytes(body, "stream_options.include_usage").Bool() {
+			body, _ = sjson.SetRawBytes(body, "stream_options.include_usage", []byte("true"))
+		}
+		return body, nil
+	}
+	c, err := r.Chat()
+	if err != nil {
+		return nil, err
+	}
+	cc := *c
+	cc.Model = r.Model
+	cc.Stream = r.Stream
+	if r.Stream && p.includeUsage {
+		cc.StreamOptions = &llm.StreamOptions{IncludeUsage: true}
+	}
+	b, err := json.Marshal(&cc)
+	if err != nil {
+		return nil, errs.Internal("encoding upstream request", err)
+	}
+	return b, nil
+}
+
+// Complete sends a legacy completion; only OpenAI-dialect bodies come here.
+func (p *Provider) Complete(ctx context.Context, r *provider.Request) (*provider.Response, error) {
+	body, err := SetModel(r.Body, r.Model)
+	if err != nil {
+		return nil, err
+	}
+	return p.completions.Do(ctx, r, body, llm.OpenAICompletion)
+}
+
+// Embed sends an embeddings request.
+func (p *Provider) Embed(ctx context.Context, r *provider.Request) (*provider.Response, error) {
+	body, err := SetModel(r.Body, r.Model)
+	if err != nil {
+		return nil, err
+	}
+	return p.embeddings.Do(ctx, r, body, llm.OpenAIEmbedding)
+}
+
+// SetModel returns body with its top-level "model" replaced, editing the
+// bytes in place of a decode and re-encode. body is not modified.
+func SetModel(body []byte, model string) ([]byte, error) {
+	cur := gjson.GetBytes(body, "model")
+	if cur.Type == gjson.String && cur.Str == model {
+		return body, nil
+	}
+	if cur.Index > 0 {
+		// Replace the raw value at its offset: one allocation.
+		out := make([]byte, 0, len(body)-len(cur.Raw)+len(model)+2)
+		out = append(out, body[:cur.Index]...)
+		out = errs.AppendJSONString(out, model)
+		out = append(out, body[cur.Index+len(cur.Raw):]...)
+		return out, nil
+	}
+	out, err := sjson.SetBytes(body, "model", model)
+	if err != nil {
+		return nil, errs.BadRequest(errs.CodeInvalidJSON, "", "request body is not a JSON object")
+	}
+	return out, nil
+}

@@ -1,0 +1,275 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"github.com/valyala/fasthttp"
+
+	"github.com/portcullis/portcullis/engine/errs"
+	"github.com/portcullis/portcullis/engine/llm"
+	"github.com/portcullis/portcullis/engine/sse"
+)
+
+// DefaultTimeout bounds a call whose deployment sets no timeout (LiteLLM's
+// default request timeout is 6000 s; we choose 10 minutes).
+const DefaultTimeout = 10 * time.Minute
+
+// maxErrorBody bounds how much of an upstream error body is read.
+const maxErrorBody = 64 << 10
+
+// NewClient returns the upstream HTTP client a snapshot shares between its
+// deployments. Response bodies are buffered unless a call streams.
+func NewClient() *fasthttp.Client {
+	return &fasthttp.Client{
+		Name:                          "portcullis",
+		NoDefaultUserAgentHeader:      false,
+		MaxConnsPerHost:               4096,
+		MaxIdleConnDuration:           90 * time.Second,
+		ReadBufferSize:                16 << 10,
+		WriteBufferSize:               16 << 10,
+		MaxResponseBodySize:           256 << 20,
+		DisableHeaderNamesNormalizing: false,
+		// Retries are the router's decision, never the client's.
+		MaxIdemponentCallAttempts: 1,
+		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) {
+			return false, false
+		},
+		Dial: (&fasthttp.TCPDialer{Concurrency: 0, DNSCacheDuration: time.Minute}).Dial,
+	}
+}
+
+// Endpoint is one upstream URL with the headers every call to it carries,
+// precomputed when the deployment is built.
+type Endpoint struct {
+	Provider string
+	Client   *fasthttp.Client
+	URL      string
+	Headers  [][2]string
+	// Secret is scrubbed from any upstream error text.
+	Secret string
+	// Classify refines the generic upstream error mapping; may be nil.
+	Classify func(e *errs.Error, status int, body []byte)
+}
+
+// Do sends body and returns the response in dialect d. extra headers are
+// added after the endpoint's own.
+func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Dialect, extra ...[2]string) (*Response, error) {
+	req := fasthttp.AcquireRequest()
+	req.SetRequestURI(ep.URL)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	for _, h := range ep.Headers {
+		req.Header.Set(h[0], h[1])
+	}
+	for _, h := range extra {
+		req.Header.Set(h[0], h[1])
+	}
+	if r.Stream {
+		req.Header.Set("Accept", "text/event-stream")
+	} else {
+		req.Header.Set("Accept", "application/json")
+	}
+	req.SetBodyRaw(body)
+
+	resp := fasthttp.AcquireResponse()
+	resp.StreamBody = r.Stream
+	deadline := r.Deadline
+	if deadline.IsZero() {
+		deadline = time.Now().Add(DefaultTimeout)
+	}
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	err := ep.Client.DoDeadline(req, resp, deadline)
+	fasthttp.ReleaseRequest(req)
+	if err != nil {
+		fasthttp.ReleaseResponse(resp)
+		return nil, ep.transportError(err)
+	}
+	status := resp.StatusCode()
+	if status < 200 || status > 299 {
+		var eb []byte
+		if r.Stream {
+			if s := resp.BodyStream(); s != nil {
+				eb, _ = io.ReadAll(io.LimitReader(s, maxErrorBody))
+			}
+			_ = resp.CloseBodyStream()
+		} else {
+			eb = resp.Body()
+			if len(eb) > maxErrorBody {
+				eb = eb[:maxErrorBody]
+			}
+		}
+		e := ep.UpstreamError(status, eb, resp.Header.Peek("Retry-After"))
+		fasthttp.ReleaseResponse(resp)
+		return nil, e
+	}
+	out := &Response{Dialect: d, Status: status}
+	if r.Stream {
+		out.Stream = &httpStream{resp: resp, ep: ep, rd: sse.NewReader(resp.BodyStream(), 0)}
+		return out, nil
+	}
+	out.Body = resp.Body()
+	out.release = func() { fasthttp.ReleaseResponse(resp) }
+	return out, nil
+}
+
+// httpStream is an upstream SSE body. It is not pooled: Close may run on a
+// timer goroutine while Next is still returning on the reading one, so its
+// memory must outlive both.
+type httpStream struct {
+	resp   *fasthttp.Response
+	rd     *sse.Reader
+	ep     *Endpoint
+	closed atomic.Bool
+	mu     sync.Mutex
+}
+
+func (s *httpStream) Next() (sse.Event, error) {
+	if s.closed.Load() {
+		return sse.Event{}, ErrStreamClosed
+	}
+	ev, err := s.rd.Next()
+	if err != nil && !errors.Is(err, io.EOF) {
+		if errors.Is(err, sse.ErrEventTooLarge) {
+			return ev, errs.New(502, errs.CodeUpstreamProtocol, s.ep.Provider+": stream event over the size limit").Wrap(err)
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return ev, errs.New(408, errs.CodeUpstreamTimeout, s.ep.Provider+": stream timed out").Wrap(err)
+		}
+		return ev, errs.New(502, errs.CodeUpstreamProtocol, s.ep.Provider+": stream broken: "+err.Error())
+	}
+	return ev, err
+}
+
+// Close ends the stream. It may be called from another goroutine (a
+// deadline timer) while Next is blocked: the connection is interrupted and
+// Next returns an error.
+func (s *httpStream) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() || s.resp == nil {
+		return nil
+	}
+	s.closed.Store(true)
+	if rc, ok := s.resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
+		_ = rc.CloseWithError(nil)
+	}
+	_ = s.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(s.resp)
+	s.resp = nil
+	return nil
+}
+
+func (ep *Endpoint) transportError(err error) *errs.Error {
+	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) {
+		e := errs.New(408, errs.CodeUpstreamTimeout, ep.Provider+": upstream request timed out")
+		e.Retryable, e.Fallback, e.Provider = true, true, ep.Provider
+		return e.Wrap(err)
+	}
+	e := errs.New(502, errs.CodeUpstreamUnreachable, ep.Provider+": cannot reach upstream: "+scrub(err.Error(), ep.Secret))
+	e.Retryable, e.Fallback, e.Provider = true, true, ep.Provider
+	return e
+}
+
+// UpstreamError maps an upstream error response to a gateway error. The
+// status is kept (so SDKs raise the same typed error the provider would
+// have caused), the provider's message is kept with any secret scrubbed,
+// and the code says what kind of failure it was.
+func (ep *Endpoint) UpstreamError(status int, body, retryAfter []byte) *errs.Error {
+	e := ClassifyUpstream(ep.Provider, status, body, retryAfter, ep.Secret)
+	if ep.Classify != nil {
+		ep.Classify(e, status, body)
+	}
+	return e
+}
+
+// ClassifyUpstream is the provider-independent part of UpstreamError.
+func ClassifyUpstream(provider string, status int, body, retryAfter []byte, secret string) *errs.Error {
+	msg, code, typ := upstreamMessage(body)
+	msg = scrub(msg, secret)
+	if msg == "" {
+		msg = "upstream returned HTTP " + strconv.Itoa(status)
+	}
+	e := errs.New(status, errs.CodeUpstream, provider+": "+msg)
+	e.Provider = provider
+	lc := strings.ToLower(code + " " + typ + " " + msg)
+	switch {
+	case status == 429 && (strings.Contains(lc, "insufficient_quota") || strings.Contains(lc, "quota")),
+		status == 402,
+		status == 400 && (strings.Contains(lc, "credit balance") || strings.Contains(lc, "insufficient_quota")):
+		e.Code = errs.CodeQuotaExceeded
+		e.Fallback = true
+	case status == 429:
+		e.Code = errs.CodeRateLimited
+		e.Retryable, e.Fallback = true, true
+	case status == 408 || status >= 500:
+		e.Retryable, e.Fallback = true, true
+	case status == 400 && (strings.Contains(lc, "context_length_exceeded") || strings.Contains(lc, "context length") ||
+		strings.Contains(lc, "prompt is too long") || strings.Contains(lc, "maximum context")):
+		e.Code = errs.CodeContextWindow
+	case status == 400 && (strings.Contains(lc, "content_filter") || strings.Contains(lc, "content_policy") ||
+		strings.Contains(lc, "content management policy")):
+		e.Code = errs.CodeContentFilter
+	case status == 401 || status == 403:
+		e.Fallback = true
+	case status == 404:
+		e.Code = errs.CodeModelNotFound
+		e.Fallback = true
+	}
+	if len(retryAfter) > 0 {
+		if f, err := strconv.ParseFloat(string(retryAfter), 64); err == nil && f >= 0 {
+			e.RetryAfter = f
+		}
+	}
+	return e
+}
+
+// upstreamMessage extracts the message, code and type from the error body
+// shapes providers use: OpenAI {"error":{"message","type","code"}},
+// Anthropic {"type":"error","error":{"type","message"}}, and the flat
+// {"message"} / {"detail"} / {"error":"..."} of some compatible servers.
+func upstreamMessage(body []byte) (msg, code, typ string) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return "", "", ""
+	}
+	if !gjson.ValidBytes(body) {
+		if len(body) > 512 {
+			body = body[:512]
+		}
+		return strings.ToValidUTF8(string(body), ""), "", ""
+	}
+	r := gjson.ParseBytes(body)
+	if e := r.Get("error"); e.IsObject() {
+		return e.Get("message").String(), e.Get("code").String(), e.Get("type").String()
+	} else if e.Type == gjson.String {
+		return e.String(), "", ""
+	}
+	for _, k := range []string{"message", "detail", "msg"} {
+		if v := r.Get(k); v.Exists() {
+			return v.String(), r.Get("code").String(), r.Get("type").String()
+		}
+	}
+	return "", "", ""
+}
+
+// scrub removes a secret, and anything that looks like one of our bearer
+// values, from text that may reach a client or a log.
+func scrub(s, secret string) string {
+	if secret != "" && len(secret) >= 4 && strings.Contains(s, secret) {
+		s = strings.ReplaceAll(s, secret, "[redacted]")
+	}
+	return s
+}

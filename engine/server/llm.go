@@ -1,0 +1,377 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/portcullis/portcullis/engine/errs"
+	"github.com/portcullis/portcullis/engine/gateway"
+	"github.com/portcullis/portcullis/engine/llm"
+	"github.com/portcullis/portcullis/engine/pipeline"
+	"github.com/portcullis/portcullis/engine/provider"
+	"github.com/portcullis/portcullis/engine/sse"
+	"github.com/portcullis/portcullis/engine/translate"
+)
+
+// serveLLM serves chat, completions, embeddings and messages.
+func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
+	x := pipeline.Acquire()
+	x.Start = time.Now()
+	x.Ctx = ctx
+	x.Dialect = d
+	x.ID = s.requestID(ctx)
+	x.Header = &ctx.Request.Header
+	x.Body = ctx.PostBody()
+	ctx.Response.Header.Set("x-request-id", x.ID)
+
+	rt := s.holder.Acquire()
+	if e := parse(x); e != nil {
+		s.fail(ctx, rt, x, e)
+		return
+	}
+	if err := rt.Handler(x); err != nil {
+		s.fail(ctx, rt, x, errs.From(err))
+		return
+	}
+	resp := x.Response
+	if x.DeploymentID != "" {
+		ctx.Response.Header.Set("x-litellm-model-id", x.DeploymentID)
+	}
+	if resp.Stream != nil {
+		s.startStream(ctx, rt, x)
+		return
+	}
+	body, tokens, err := s.convertBody(resp, x)
+	if err != nil {
+		s.fail(ctx, rt, x, errs.From(err))
+		return
+	}
+	x.Tokens = tokens
+	x.Status = 200
+	ctx.SetStatusCode(200)
+	ctx.SetContentType("application/json")
+	// The body may alias the upstream response buffer, released with the
+	// exchange, so it is copied into the client response here.
+	ctx.SetBody(body)
+	s.finish(rt, x)
+}
+
+// fail writes e, logs and releases.
+func (s *Server) fail(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *pipeline.Exchange, e *errs.Error) {
+	x.Err = e
+	x.Status = e.Status
+	writeError(ctx, x.Dialect, e)
+	s.finish(rt, x)
+}
+
+// finish records metrics and the request log line, then releases the
+// exchange and the snapshot.
+func (s *Server) finish(rt *gateway.Runtime, x *pipeline.Exchange) {
+	lat := time.Since(x.Start)
+	m := rt.ModelMetrics[x.Model]
+	if m == nil {
+		m = rt.Unknown
+	}
+	m.Request(endpointIndex(x.Dialect), x.Status)
+	m.Latency.Observe(lat.Seconds())
+	if x.Tokens.Prompt > 0 {
+		m.Prompt.Add(float64(x.Tokens.Prompt))
+	}
+	if x.Tokens.Completion > 0 {
+		m.Completion.Add(float64(x.Tokens.Completion))
+	}
+	if x.Stream && x.FirstByte > 0 {
+		m.TTFB.Observe(x.FirstByte.Seconds())
+	}
+	if ce := s.log.Check(zap.InfoLevel, "request"); ce != nil {
+		fields := []zap.Field{
+			zap.String("id", x.ID),
+			zap.String("endpoint", x.Dialect.String()),
+			zap.String("model", x.Model),
+			zap.String("deployment", x.DeploymentID),
+			zap.String("provider", x.Provider),
+			zap.Int("status", x.Status),
+			zap.Bool("stream", x.Stream),
+			zap.Duration("latency", lat),
+			zap.Int("prompt_tokens", x.Tokens.Prompt),
+			zap.Int("completion_tokens", x.Tokens.Completion),
+		}
+		if x.Stream && x.FirstByte > 0 {
+			fields = append(fields, zap.Duration("ttfb", x.FirstByte))
+		}
+		if x.Err != nil {
+			fields = append(fields, zap.String("error_code", string(x.Err.Code)), zap.String("error", x.Err.Message))
+		}
+		ce.Write(fields...)
+	}
+	pipeline.Release(x)
+	rt.Release()
+}
+
+// convertBody returns the response body in the client's dialect, and its
+// usage.
+func (s *Server) convertBody(resp *provider.Response, x *pipeline.Exchange) ([]byte, llm.Tokens, error) {
+	from, to := resp.Dialect, x.Dialect
+	if from == to || (to == llm.OpenAICompletion && from == llm.OpenAICompletion) {
+		if resp.HasUsage {
+			return resp.Body, resp.Usage, nil
+		}
+		t, _ := translate.UsageFromBody(from, resp.Body)
+		return resp.Body, t, nil
+	}
+	switch {
+	case from == llm.AnthropicMessages && to == llm.OpenAIChat:
+		return translate.AnthropicResponseToChat(resp.Body, x.Model)
+	case from == llm.OpenAIChat && to == llm.AnthropicMessages:
+		return translate.ChatResponseToAnthropic(resp.Body, x.Model)
+	case from == llm.OpenAIChat && to == llm.OpenAICompletion:
+		return translate.ChatResponseToCompletion(resp.Body, x.Model)
+	case from == llm.AnthropicMessages && to == llm.OpenAICompletion:
+		chat, _, err := translate.AnthropicResponseToChat(resp.Body, x.Model)
+		if err != nil {
+			return nil, llm.Tokens{}, err
+		}
+		return translate.ChatResponseToCompletion(chat, x.Model)
+	}
+	return nil, llm.Tokens{}, errs.Internal("no translation from "+from.String()+" to "+to.String(), nil)
+}
+
+// newStreamTranslator returns the translator from the provider's stream
+// dialect to the client's, or nil when events pass through.
+func newStreamTranslator(from, to llm.Dialect, model string, includeUsage bool) (translate.StreamTranslator, error) {
+	switch {
+	case from == to:
+		return nil, nil
+	case from == llm.AnthropicMessages && to == llm.OpenAIChat:
+		return translate.NewAnthropicToChatStream(model, includeUsage), nil
+	case from == llm.OpenAIChat && to == llm.AnthropicMessages:
+		return translate.NewChatToAnthropicStream(model), nil
+	case from == llm.OpenAIChat && to == llm.OpenAICompletion:
+		return translate.NewChatToCompletionStream(model), nil
+	case from == llm.AnthropicMessages && to == llm.OpenAICompletion:
+		return &chained{a: translate.NewAnthropicToChatStream(model, includeUsage), b: translate.NewChatToCompletionStream(model)}, nil
+	}
+	return nil, errs.Internal("no stream translation from "+from.String()+" to "+to.String(), nil)
+}
+
+// chained feeds a's output into b.
+type chained struct {
+	a, b translate.StreamTranslator
+	out  translate.Emit
+	err  error
+}
+
+func (c *chained) Event(ev sse.Event, emit translate.Emit) error {
+	c.out = emit
+	return c.a.Event(ev, c.feed)
+}
+
+func (c *chained) feed(name, data []byte) error {
+	return c.b.Event(sse.Event{Name: name, Data: data}, c.out)
+}
+
+func (c *chained) Done() bool        { return c.a.Done() }
+func (c *chained) Usage() llm.Tokens { return c.a.Usage() }
+
+// startStream peeks the first upstream event before committing, so a
+// stream that fails before its first byte is still an HTTP error the
+// router may retry, then hands the rest to a streamBody.
+func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *pipeline.Exchange) {
+	resp := x.Response
+	tr, err := newStreamTranslator(resp.Dialect, x.Dialect, x.Model, x.IncludeUsage)
+	if err != nil {
+		s.fail(ctx, rt, x, errs.From(err))
+		return
+	}
+	first, err := resp.Stream.Next()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = errs.New(502, errs.CodeUpstreamProtocol, x.Provider+": upstream returned an empty stream")
+		}
+		s.fail(ctx, rt, x, errs.From(err))
+		return
+	}
+	b := &streamBody{s: s, rt: rt, x: x, ctx: ctx, tr: tr, first: first, hasFirst: true, wt: s.settings.WriteTimeout}
+	b.emitFn = b.emit
+	b.hideUsage = x.Dialect == llm.OpenAIChat && resp.Dialect == llm.OpenAIChat && !x.IncludeUsage
+	x.Status = 200
+	ctx.SetStatusCode(200)
+	ctx.SetContentType("text/event-stream")
+	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	ctx.SetBodyStream(b, -1)
+}
+
+// streamBody is the client response body of a stream. fasthttp pulls it:
+// each Read turns the next upstream event(s) into client bytes, which
+// fasthttp writes as one chunk and flushes. When the client goes away the
+// write fails and fasthttp closes the body, which closes the upstream.
+type streamBody struct {
+	s      *Server
+	rt     *gateway.Runtime
+	x      *pipeline.Exchange
+	ctx    *fasthttp.RequestCtx
+	tr     translate.StreamTranslator
+	meter  translate.UsageMeter
+	emitFn translate.Emit
+	wt     time.Duration
+
+	first     sse.Event
+	hasFirst  bool
+	hideUsage bool
+	terminal  bool // the upstream's terminal event was seen (pass-through)
+	ended     bool // nothing more will be produced
+	closed    bool
+
+	out []byte
+	off int
+}
+
+func (b *streamBody) emit(name, data []byte) error {
+	b.out = sse.AppendEvent(b.out, name, data)
+	return nil
+}
+
+// Read implements io.Reader for fasthttp's chunked writer.
+func (b *streamBody) Read(p []byte) (int, error) {
+	for b.off >= len(b.out) {
+		if b.ended {
+			return 0, io.EOF
+		}
+		b.out, b.off = b.out[:0], 0
+		b.step()
+	}
+	if b.x.FirstByte == 0 {
+		b.x.FirstByte = time.Since(b.x.Start)
+	}
+	if b.wt > 0 {
+		// A per-write deadline: a client that stops reading is cut off
+		// after WriteTimeout without limiting the stream's total length.
+		_ = b.ctx.SetWriteDeadline(time.Now().Add(b.wt))
+	}
+	n := copy(p, b.out[b.off:])
+	b.off += n
+	return n, nil
+}
+
+// step produces the output of the next upstream event into b.out.
+func (b *streamBody) step() {
+	var ev sse.Event
+	if b.hasFirst {
+		ev, b.hasFirst = b.first, false
+	} else {
+		var err error
+		ev, err = b.x.Response.Stream.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if !b.done() {
+					b.abort(errs.New(502, errs.CodeUpstreamProtocol, b.x.Provider+": upstream stream ended before completion"))
+					return
+				}
+				b.ended = true
+				return
+			}
+			b.abort(errs.From(err))
+			return
+		}
+	}
+	if b.tr != nil {
+		if err := b.tr.Event(ev, b.emitFn); err != nil {
+			b.abort(errs.From(err))
+		}
+		return
+	}
+	// Pass-through.
+	d := b.x.Response.Dialect
+	if d == llm.AnthropicMessages {
+		if string(ev.Name) == "message_stop" {
+			b.terminal = true
+		} else if string(ev.Name) == "error" {
+			b.abort(upstreamStreamError(b.x.Provider, d, ev.Data))
+			return
+		}
+	} else if ev.IsDone() {
+		b.terminal = true
+	} else if bytes.HasPrefix(ev.Data, []byte(`{"error"`)) {
+		b.abort(upstreamStreamError(b.x.Provider, d, ev.Data))
+		return
+	}
+	b.meter.Observe(d, ev)
+	if b.hideUsage && bytes.Contains(ev.Data, []byte(`"usage"`)) && gjson.GetBytes(ev.Data, "choices.#").Int() == 0 &&
+		gjson.GetBytes(ev.Data, "usage").IsObject() {
+		// The usage chunk Portcullis asked for to count tokens; the
+		// client did not ask for it.
+		return
+	}
+	b.out = sse.AppendEvent(b.out, ev.Name, ev.Data)
+}
+
+func (b *streamBody) done() bool {
+	if b.tr != nil {
+		return b.tr.Done()
+	}
+	return b.terminal
+}
+
+// upstreamStreamError maps an in-stream error event.
+func upstreamStreamError(providerName string, d llm.Dialect, data []byte) *errs.Error {
+	msg := gjson.GetBytes(data, "error.message").String()
+	if msg == "" {
+		msg = "upstream reported an error mid-stream"
+	}
+	typ := gjson.GetBytes(data, "error.type").String()
+	status := 500
+	switch typ {
+	case "overloaded_error":
+		status = 529
+	case "rate_limit_error":
+		status = 429
+	case "invalid_request_error":
+		status = 400
+	}
+	return errs.New(status, errs.CodeUpstream, providerName+": "+msg)
+}
+
+// abort ends the stream with an explicit error event in the client's
+// dialect: a stream cut by the upstream never looks like a clean end.
+func (b *streamBody) abort(e *errs.Error) {
+	b.x.Err = e
+	b.ended = true
+	m := b.rt.ModelMetrics[b.x.Model]
+	if m != nil {
+		m.StreamError(string(e.Code))
+	}
+	var tmp [512]byte
+	if b.x.Dialect == llm.AnthropicMessages {
+		b.out = sse.AppendEvent(b.out, []byte("error"), e.AppendAnthropic(tmp[:0]))
+	} else {
+		b.out = sse.AppendEvent(b.out, nil, e.AppendOpenAI(tmp[:0]))
+	}
+}
+
+// Close is called by fasthttp when the body has been written or the
+// client went away. It closes the upstream and finishes the request.
+func (b *streamBody) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	if !b.ended && b.x.Err == nil {
+		// The client left before the end: the upstream call is cancelled.
+		b.x.Err = errs.New(499, errs.CodeInvalidRequest, "client closed the stream")
+		b.x.Status = 499
+	}
+	if b.tr != nil {
+		b.x.Tokens = b.tr.Usage()
+	} else if t, ok := b.meter.Tokens(); ok {
+		b.x.Tokens = t
+	}
+	b.s.finish(b.rt, b.x) // releases the exchange, which closes the stream
+	return nil
+}

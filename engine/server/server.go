@@ -1,0 +1,417 @@
+// Package server is the fasthttp front of the gateway: the endpoint table,
+// request parsing and limits, error bodies in each dialect, the response
+// writer (JSON and SSE), and graceful shutdown.
+//
+// A request passes through here in this order: endpoint lookup, request id,
+// body checks (size, JSON, model, stream), snapshot acquire, the compiled
+// middleware chain ending in the router, then the response: a JSON body
+// (translated to the client's dialect when the provider spoke another) or
+// an SSE stream relayed event by event through a pull-based body reader, so
+// no goroutine or pipe sits between the upstream and the client.
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/tidwall/gjson"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"go.uber.org/zap"
+
+	"github.com/portcullis/portcullis/engine/config"
+	"github.com/portcullis/portcullis/engine/errs"
+	"github.com/portcullis/portcullis/engine/gateway"
+	"github.com/portcullis/portcullis/engine/llm"
+	"github.com/portcullis/portcullis/engine/pipeline"
+	"github.com/portcullis/portcullis/engine/telemetry"
+)
+
+// Defaults for config.ServerSettings fields left at zero.
+const (
+	DefaultMaxBody         = 10 << 20
+	DefaultReadTimeout     = 60 * time.Second
+	DefaultWriteTimeout    = 60 * time.Second
+	DefaultIdleTimeout     = 120 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Version is reported by readiness; set by main.
+var Version = "dev"
+
+// Options configure a Server.
+type Options struct {
+	Holder   *gateway.Holder
+	Log      *zap.Logger
+	Metrics  *telemetry.Metrics
+	Settings config.ServerSettings
+}
+
+// Server serves the gateway's HTTP API.
+type Server struct {
+	holder   *gateway.Holder
+	log      *zap.Logger
+	metrics  *telemetry.Metrics
+	settings config.ServerSettings
+	srv      *fasthttp.Server
+	promh    fasthttp.RequestHandler
+	idPrefix string
+	idSeq    atomic.Uint64
+	ready    atomic.Bool
+}
+
+// New builds a server; call Serve or ListenAndServe to start it.
+func New(o Options) *Server {
+	st := o.Settings
+	if st.MaxBodyBytes <= 0 {
+		st.MaxBodyBytes = DefaultMaxBody
+	}
+	if st.ReadTimeout <= 0 {
+		st.ReadTimeout = DefaultReadTimeout
+	}
+	if st.WriteTimeout <= 0 {
+		st.WriteTimeout = DefaultWriteTimeout
+	}
+	if st.IdleTimeout <= 0 {
+		st.IdleTimeout = DefaultIdleTimeout
+	}
+	if st.ShutdownTimeout <= 0 {
+		st.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Metrics == nil {
+		o.Metrics = telemetry.NewMetrics()
+	}
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	s := &Server{
+		holder: o.Holder, log: o.Log, metrics: o.Metrics, settings: st,
+		idPrefix: "req-" + hex.EncodeToString(rnd[:]) + "-",
+		promh:    fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{})),
+	}
+	s.srv = &fasthttp.Server{
+		Handler:                       s.Handle,
+		ErrorHandler:                  s.handleParseError,
+		Name:                          "portcullis",
+		MaxRequestBodySize:            st.MaxBodyBytes,
+		ReadTimeout:                   st.ReadTimeout,
+		WriteTimeout:                  st.WriteTimeout,
+		IdleTimeout:                   st.IdleTimeout,
+		Concurrency:                   st.MaxConns,
+		ReadBufferSize:                16 << 10,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		DisablePreParseMultipartForm:  true,
+		CloseOnShutdown:               true,
+		TCPKeepalive:                  true,
+		SecureErrorLogMessage:         true,
+		DisableHeaderNamesNormalizing: false,
+		Logger:                        zapPrintf{o.Log},
+	}
+	s.ready.Store(true)
+	return s
+}
+
+type zapPrintf struct{ l *zap.Logger }
+
+func (z zapPrintf) Printf(format string, args ...any) { z.l.Sugar().Debugf(format, args...) }
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.settings.TLSCertFile != "" {
+		return s.srv.ServeTLS(ln, s.settings.TLSCertFile, s.settings.TLSKeyFile)
+	}
+	return s.srv.Serve(ln)
+}
+
+// Shutdown stops accepting, lets in-flight requests and streams finish
+// within the configured bound, then closes what is left.
+func (s *Server) Shutdown() error {
+	s.ready.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), s.settings.ShutdownTimeout)
+	defer cancel()
+	return s.srv.ShutdownWithContext(ctx)
+}
+
+// endpoint kinds
+const (
+	epNone = iota
+	epChat
+	epCompletion
+	epEmbedding
+	epMessages
+	epModels
+	epModel
+	epLive
+	epReady
+	epMetrics
+)
+
+// route maps a path to an endpoint, with and without the /v1 prefix.
+func route(path []byte) int {
+	p := path
+	if bytes.HasPrefix(p, []byte("/v1/")) {
+		p = p[3:]
+	}
+	switch string(p) {
+	case "/chat/completions", "/openai/chat/completions", "/engines/chat/completions":
+		return epChat
+	case "/completions":
+		return epCompletion
+	case "/embeddings":
+		return epEmbedding
+	case "/messages":
+		return epMessages
+	case "/models":
+		return epModels
+	}
+	switch string(path) {
+	case "/health/liveliness", "/health/liveness":
+		return epLive
+	case "/health/readiness", "/health":
+		return epReady
+	case "/metrics", "/metrics/":
+		return epMetrics
+	}
+	if bytes.HasPrefix(p, []byte("/models/")) {
+		return epModel
+	}
+	return epNone
+}
+
+func dialectOf(ep int) llm.Dialect {
+	switch ep {
+	case epChat:
+		return llm.OpenAIChat
+	case epCompletion:
+		return llm.OpenAICompletion
+	case epEmbedding:
+		return llm.OpenAIEmbedding
+	case epMessages:
+		return llm.AnthropicMessages
+	}
+	return llm.OpenAIChat
+}
+
+// Handle is the fasthttp handler (exported for in-memory tests).
+func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
+	ep := route(ctx.Path())
+	switch ep {
+	case epChat, epCompletion, epEmbedding, epMessages:
+		if !ctx.IsPost() {
+			s.methodNotAllowed(ctx, dialectOf(ep), "POST")
+			return
+		}
+		s.serveLLM(ctx, dialectOf(ep))
+	case epModels, epModel:
+		if !ctx.IsGet() {
+			s.methodNotAllowed(ctx, llm.OpenAIChat, "GET")
+			return
+		}
+		s.serveModels(ctx, ep)
+	case epLive:
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`"I'm alive!"`)
+	case epReady:
+		s.serveReady(ctx)
+	case epMetrics:
+		s.promh(ctx)
+	default:
+		e := errs.New(404, errs.CodeNotFound, "Unknown route "+string(ctx.Method())+" "+string(ctx.Path()))
+		writeError(ctx, llm.OpenAIChat, e)
+	}
+}
+
+func (s *Server) methodNotAllowed(ctx *fasthttp.RequestCtx, d llm.Dialect, allow string) {
+	ctx.Response.Header.Set("Allow", allow)
+	writeError(ctx, d, errs.New(405, errs.CodeMethodNotAllowed, "Method "+string(ctx.Method())+" not allowed; use "+allow))
+}
+
+// handleParseError answers requests fasthttp could not read: a body over
+// the limit, a malformed request line, a client too slow to send.
+func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
+	d := dialectOf(route(ctx.Path()))
+	var e *errs.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		e = errs.New(413, errs.CodeBodyTooLarge, "Request body is larger than the limit of "+strconv.Itoa(s.settings.MaxBodyBytes)+" bytes")
+	case isTimeout(err):
+		e = errs.New(408, errs.CodeTimeout, "Timed out reading the request")
+	default:
+		e = errs.New(400, errs.CodeInvalidRequest, "Malformed HTTP request")
+	}
+	ctx.SetConnectionClose()
+	writeError(ctx, d, e)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// writeError writes e in the client's dialect.
+func writeError(ctx *fasthttp.RequestCtx, d llm.Dialect, e *errs.Error) {
+	ctx.Response.ResetBody()
+	ctx.SetStatusCode(e.Status)
+	ctx.SetContentType("application/json")
+	if e.Status == 429 || e.Status == 503 {
+		ra := e.RetryAfter
+		if ra <= 0 && e.Status == 429 {
+			ra = 1
+		}
+		if ra > 0 {
+			ctx.Response.Header.Set("Retry-After", strconv.FormatFloat(ra, 'f', -1, 64))
+		}
+	}
+	b := ctx.Response.BodyWriter().(interface{ Write([]byte) (int, error) })
+	var buf [512]byte
+	if d == llm.AnthropicMessages {
+		_, _ = b.Write(e.AppendAnthropic(buf[:0]))
+	} else {
+		_, _ = b.Write(e.AppendOpenAI(buf[:0]))
+	}
+}
+
+// requestID returns the client's x-request-id when it is sane, else a new
+// one.
+func (s *Server) requestID(ctx *fasthttp.RequestCtx) string {
+	if v := ctx.Request.Header.Peek("x-request-id"); len(v) > 0 && len(v) <= 128 && printable(v) {
+		return string(v)
+	}
+	var b [48]byte
+	out := append(b[:0], s.idPrefix...)
+	out = strconv.AppendUint(out, s.idSeq.Add(1), 36)
+	return string(out)
+}
+
+func printable(b []byte) bool {
+	for _, c := range b {
+		if c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) serveModels(ctx *fasthttp.RequestCtx, ep int) {
+	rt := s.holder.Acquire()
+	defer rt.Release()
+	if rt.Master != nil {
+		if e := rt.Master.Check(&ctx.Request.Header); e != nil {
+			writeError(ctx, llm.OpenAIChat, e)
+			return
+		}
+	}
+	ctx.SetContentType("application/json")
+	if ep == epModels {
+		ctx.SetBody(rt.ModelsJSON)
+		return
+	}
+	p := ctx.Path()
+	id := p[bytes.Index(p, []byte("/models/"))+len("/models/"):]
+	if b, ok := rt.ModelJSON[string(id)]; ok {
+		ctx.SetBody(b)
+		return
+	}
+	e := errs.New(404, errs.CodeModelNotFound, "The model `"+string(id)+"` does not exist")
+	e.Param = "model"
+	writeError(ctx, llm.OpenAIChat, e)
+}
+
+func (s *Server) serveReady(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("application/json")
+	if !s.ready.Load() {
+		ctx.SetStatusCode(503)
+		ctx.SetBodyString(`{"status":"shutting_down"}`)
+		return
+	}
+	rt := s.holder.Acquire()
+	n := len(rt.Router.Names())
+	rt.Release()
+	b := append([]byte(`{"status":"healthy","db":"Not connected","models":`), strconv.Itoa(n)...)
+	b = append(b, `,"version":`...)
+	b = errs.AppendJSONString(b, Version)
+	ctx.SetBody(append(b, '}'))
+}
+
+// endpointIndex maps a dialect to telemetry.Endpoints.
+func endpointIndex(d llm.Dialect) int {
+	switch d {
+	case llm.OpenAIChat:
+		return 0
+	case llm.OpenAICompletion:
+		return 1
+	case llm.OpenAIEmbedding:
+		return 2
+	case llm.AnthropicMessages:
+		return 3
+	}
+	return -1
+}
+
+// parse checks the envelope of an LLM request without decoding it: valid
+// JSON, an object, a string model, a boolean stream.
+func parse(x *pipeline.Exchange) *errs.Error {
+	body := x.Body
+	if len(bytes.TrimSpace(body)) == 0 {
+		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body is empty; send a JSON object")
+	}
+	if !gjson.ValidBytes(body) {
+		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body is not valid JSON")
+	}
+	// Parse over the body's memory: no copy of the body is made. Results
+	// that outlive the request are cloned.
+	root := gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body)))
+	if !root.IsObject() {
+		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body must be a JSON object")
+	}
+	var model, stream, msgs, opts gjson.Result
+	root.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "model":
+			model = v
+		case "stream":
+			stream = v
+		case "messages":
+			msgs = v
+		case "stream_options":
+			opts = v
+		}
+		return true
+	})
+	switch {
+	case !model.Exists() || model.Type == gjson.Null:
+		return errs.BadRequest(errs.CodeMissingModel, "model", "Missing required parameter: 'model'")
+	case model.Type != gjson.String || model.Str == "":
+		return errs.BadRequest(errs.CodeInvalidRequest, "model", "'model' must be a non-empty string")
+	}
+	x.Model = strings.Clone(model.Str)
+	if stream.Exists() && stream.Type != gjson.Null {
+		if stream.Type != gjson.True && stream.Type != gjson.False {
+			return errs.BadRequest(errs.CodeInvalidRequest, "stream", "'stream' must be a boolean")
+		}
+		x.Stream = stream.Type == gjson.True
+	}
+	if x.Dialect == llm.OpenAIEmbedding && x.Stream {
+		return errs.BadRequest(errs.CodeInvalidRequest, "stream", "embeddings cannot be streamed")
+	}
+	if x.Dialect == llm.OpenAIChat || x.Dialect == llm.AnthropicMessages {
+		if !msgs.IsArray() {
+			return errs.BadRequest(errs.CodeInvalidRequest, "messages", "'messages' must be an array of messages")
+		}
+	}
+	x.IncludeUsage = opts.Get("include_usage").Type == gjson.True
+	return nil
+}

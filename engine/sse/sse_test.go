@@ -1,0 +1,144 @@
+package sse
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+type ev struct{ name, data string }
+
+func readAll(t testing.TB, r io.Reader, max int) ([]ev, error) {
+	sr := NewReader(r, max)
+	var out []ev
+	for {
+		e, err := sr.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return out, err
+		}
+		out = append(out, ev{string(e.Name), string(e.Data)})
+	}
+}
+
+func TestReader(t *testing.T) {
+	cases := []struct {
+		name string
+		in   string
+		want []ev
+		err  error
+	}{
+		{"openai", "data: {\"a\":1}\n\ndata: [DONE]\n\n", []ev{{"", `{"a":1}`}, {"", "[DONE]"}}, nil},
+		{"anthropic", "event: message_start\ndata: {}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n", []ev{{"message_start", "{}"}, {"ping", `{"type": "ping"}`}}, nil},
+		{"crlf", "event: x\r\ndata: 1\r\n\r\n", []ev{{"x", "1"}}, nil},
+		{"lone cr", "data: 1\r\rdata: 2\r\r", []ev{{"", "1"}, {"", "2"}}, nil},
+		{"comments and unknown fields", ": keepalive\nid: 7\nretry: 10\ndata: x\n\n", []ev{{"", "x"}}, nil},
+		{"multiline data", "data: a\ndata: b\n\n", []ev{{"", "a\nb"}}, nil},
+		{"no space after colon", "data:x\n\n", []ev{{"", "x"}}, nil},
+		{"event without data is dropped", "event: e\n\ndata: y\n\n", []ev{{"", "y"}}, nil},
+		{"missing final blank line", "data: [DONE]\n", []ev{{"", "[DONE]"}}, nil},
+		{"cut mid line", "data: {\"a\":1}\n\ndata: {\"b\"", []ev{{"", `{"a":1}`}}, io.ErrUnexpectedEOF},
+		{"empty", "", nil, nil},
+	}
+	for _, c := range cases {
+		for _, mode := range []string{"whole", "onebyte"} {
+			t.Run(c.name+"/"+mode, func(t *testing.T) {
+				var r io.Reader = strings.NewReader(c.in)
+				if mode == "onebyte" {
+					r = iotest.OneByteReader(r)
+				}
+				got, err := readAll(t, r, 0)
+				if !errors.Is(err, c.err) && !(c.err == nil && err == nil) {
+					t.Fatalf("err = %v, want %v", err, c.err)
+				}
+				if len(got) != len(c.want) {
+					t.Fatalf("got %q, want %q", got, c.want)
+				}
+				for i := range got {
+					if got[i] != c.want[i] {
+						t.Fatalf("event %d = %q, want %q", i, got[i], c.want[i])
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestReaderLimit(t *testing.T) {
+	big := "data: " + strings.Repeat("x", 10000) + "\n\n"
+	_, err := readAll(t, strings.NewReader(big), 1000)
+	if !errors.Is(err, ErrEventTooLarge) {
+		t.Fatalf("err = %v, want ErrEventTooLarge", err)
+	}
+	many := strings.Repeat("data: "+strings.Repeat("y", 600)+"\n", 4) + "\n"
+	_, err = readAll(t, strings.NewReader(many), 1000)
+	if !errors.Is(err, ErrEventTooLarge) {
+		t.Fatalf("multi-line: err = %v, want ErrEventTooLarge", err)
+	}
+}
+
+func TestAppendEventRoundTrip(t *testing.T) {
+	var b []byte
+	b = AppendEvent(b, []byte("message_delta"), []byte("{\"x\":1}"))
+	b = AppendEvent(b, nil, []byte("line1\nline2"))
+	got, err := readAll(t, bytes.NewReader(b), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ev{{"message_delta", `{"x":1}`}, {"", "line1\nline2"}}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("got %q want %q", got, want)
+	}
+}
+
+func TestReaderSteadyStateAllocs(t *testing.T) {
+	one := []byte("data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n")
+	stream := bytes.Repeat(one, 64)
+	br := bytes.NewReader(stream)
+	r := NewReader(br, 0)
+	allocs := testing.AllocsPerRun(50, func() {
+		br.Reset(stream)
+		r.Reset(br)
+		for {
+			if _, err := r.Next(); err != nil {
+				break
+			}
+		}
+	})
+	if allocs > 0 {
+		t.Fatalf("steady-state reading allocates %.0f times per stream, want 0", allocs)
+	}
+}
+
+// FuzzReader checks that arbitrary input never panics, never yields an event
+// over the limit, and that re-framing what was read reads back the same.
+func FuzzReader(f *testing.F) {
+	f.Add([]byte("data: {\"a\":1}\n\ndata: [DONE]\n\n"))
+	f.Add([]byte("event: message_start\r\ndata: {}\r\n\r\n"))
+	f.Add([]byte("data: a\rdata: b\r\r:c\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, _ := readAll(t, bytes.NewReader(in), 4096)
+		var b []byte
+		for _, e := range got {
+			if len(e.data) > 4096 {
+				t.Fatalf("event of %d bytes over limit", len(e.data))
+			}
+			if strings.ContainsAny(e.name, "\r\n") {
+				continue // names with newlines cannot be re-framed
+			}
+			b = AppendEvent(b, []byte(e.name), []byte(strings.ReplaceAll(e.data, "\r", "")))
+		}
+		again, err := readAll(t, bytes.NewReader(b), 1<<20)
+		if err != nil {
+			t.Fatalf("re-read: %v", err)
+		}
+		if len(again) > len(got) {
+			t.Fatalf("re-framed %d events into %d", len(got), len(again))
+		}
+	})
+}

@@ -1,0 +1,137 @@
+// Package telemetry builds the gateway's zap loggers and Prometheus metrics.
+//
+// Loggers are created once and injected; nothing logs through a global.
+// Metric children for each model are resolved when a snapshot is built, so
+// the request path touches only atomic counters, never a label lookup.
+package telemetry
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// NewLogger returns a JSON (production) or console (development) logger.
+func NewLogger(format, level string) (*zap.Logger, error) {
+	var cfg zap.Config
+	if format == "console" {
+		cfg = zap.NewDevelopmentConfig()
+		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+	} else {
+		cfg = zap.NewProductionConfig()
+		cfg.EncoderConfig.TimeKey = "ts"
+		cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+		cfg.Sampling = nil // one line per request, never sampled away
+	}
+	cfg.DisableStacktrace = true
+	if level != "" {
+		l, err := zapcore.ParseLevel(level)
+		if err != nil {
+			return nil, fmt.Errorf("log level: %w", err)
+		}
+		cfg.Level = zap.NewAtomicLevelAt(l)
+	}
+	return cfg.Build()
+}
+
+// Metrics is the gateway's metric set, registered in its own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	ttfb      *prometheus.HistogramVec
+	tokens    *prometheus.CounterVec
+	streamErr *prometheus.CounterVec
+	inflight  prometheus.Gauge
+
+	mu     sync.Mutex
+	models map[string]*Model
+}
+
+// NewMetrics registers the metric families.
+func NewMetrics() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry(), models: map[string]*Model{}}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portcullis_requests_total", Help: "Requests served, by public model name, endpoint and HTTP status.",
+	}, []string{"model", "endpoint", "status"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "portcullis_request_duration_seconds", Help: "Time from request to the last byte of the response, by model.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+	}, []string{"model"})
+	m.ttfb = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "portcullis_time_to_first_byte_seconds", Help: "Time from request to the first response byte of a stream, by model.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"model"})
+	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portcullis_tokens_total", Help: "Tokens counted, by model and type (prompt, completion).",
+	}, []string{"model", "type"})
+	m.streamErr = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portcullis_stream_errors_total", Help: "Streams ended by an error after the first byte reached the client, by model and code.",
+	}, []string{"model", "code"})
+	m.inflight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "portcullis_requests_in_flight", Help: "Requests being served.",
+	})
+	m.Registry.MustRegister(m.requests, m.latency, m.ttfb, m.tokens, m.streamErr, m.inflight,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Model holds the pre-resolved children of one model's metrics.
+type Model struct {
+	m          *Metrics
+	name       string
+	ok         [4]prometheus.Counter // chat, completion, embedding, messages with status 200
+	Latency    prometheus.Observer
+	TTFB       prometheus.Observer
+	Prompt     prometheus.Counter
+	Completion prometheus.Counter
+}
+
+// Endpoints indexes Model.ok.
+var Endpoints = [4]string{"chat", "completion", "embedding", "messages"}
+
+// Model returns the handle for a model name, creating it once.
+func (m *Metrics) Model(name string) *Model {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if h, ok := m.models[name]; ok {
+		return h
+	}
+	h := &Model{
+		m: m, name: name,
+		Latency:    m.latency.WithLabelValues(name),
+		TTFB:       m.ttfb.WithLabelValues(name),
+		Prompt:     m.tokens.WithLabelValues(name, "prompt"),
+		Completion: m.tokens.WithLabelValues(name, "completion"),
+	}
+	for i, ep := range Endpoints {
+		h.ok[i] = m.requests.WithLabelValues(name, ep, "200")
+	}
+	m.models[name] = h
+	return h
+}
+
+// Request counts one finished request.
+func (h *Model) Request(endpoint int, status int) {
+	if status == 200 && endpoint >= 0 && endpoint < len(h.ok) {
+		h.ok[endpoint].Inc()
+		return
+	}
+	ep := "other"
+	if endpoint >= 0 && endpoint < len(Endpoints) {
+		ep = Endpoints[endpoint]
+	}
+	h.m.requests.WithLabelValues(h.name, ep, strconv.Itoa(status)).Inc()
+}
+
+// StreamError counts a stream ended by an error after it was committed.
+func (h *Model) StreamError(code string) { h.m.streamErr.WithLabelValues(h.name, code).Inc() }
+
+// InFlight is the in-flight gauge.
+func (m *Metrics) InFlight() prometheus.Gauge { return m.inflight }

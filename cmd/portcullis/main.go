@@ -197,4 +197,3 @@ func envInt(k string, def int) int {
 	}
 	return def
 }
-

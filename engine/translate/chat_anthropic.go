@@ -50,15 +50,6 @@ func ChatToAnthropic(req *llm.ChatRequest, model string) ([]byte, error) {
 	if req.User != "" {
 		out.Metadata = &anthMetadata{UserID: req.User}
 	}
-	if budget := thinkingBudget(req.ReasoningEffort); budget > 0 {
-		out.Thinking = &anthThinking{Type: "enabled", BudgetTokens: budget}
-		if out.MaxTokens <= budget {
-			out.MaxTokens += budget
-		}
-		// Extended thinking rejects sampling parameters other than defaults.
-		out.Temperature, out.TopP = nil, nil
-	}
-
 	var sys []byte
 	msgs := make([]anthMessageOut, 0, len(req.Messages))
 	for i := range req.Messages {
@@ -134,6 +125,17 @@ func ChatToAnthropic(req *llm.ChatRequest, model string) ([]byte, error) {
 			}
 		}
 		out.ToolChoice = tc
+	}
+	// Extended thinking, best effort: Anthropic rejects it together with a
+	// forced tool choice (the choice wins) and with non-default sampling
+	// parameters (they are dropped); max_tokens must exceed the budget.
+	if budget := thinkingBudget(req.ReasoningEffort); budget > 0 &&
+		(out.ToolChoice == nil || out.ToolChoice.Type == "auto" || out.ToolChoice.Type == "none") {
+		out.Thinking = &anthThinking{Type: "enabled", BudgetTokens: budget}
+		if out.MaxTokens <= budget {
+			out.MaxTokens += budget
+		}
+		out.Temperature, out.TopP = nil, nil
 	}
 
 	body, err := json.Marshal(&out)

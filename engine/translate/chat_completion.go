@@ -65,7 +65,7 @@ func ChatResponseToCompletion(body []byte, model string) ([]byte, llm.Tokens, er
 	}
 	for k := range r.Choices {
 		c := &r.Choices[k]
-		out.Choices[k] = completionChoice{Text: c.Message.Content.String(), Index: c.Index, FinishReason: c.FinishReason}
+		out.Choices[k] = completionChoice{Text: c.Message.Content.String(), Index: c.Index, FinishReason: completionFinish(c.FinishReason)}
 	}
 	tok := r.Usage.Tokens()
 	if r.Usage != nil {
@@ -76,6 +76,15 @@ func ChatResponseToCompletion(body []byte, model string) ([]byte, llm.Tokens, er
 		return nil, tok, errs.Internal("encode completion response", err)
 	}
 	return b, tok, nil
+}
+
+// completionFinish maps a chat finish_reason to the legacy vocabulary
+// (stop, length, content_filter): a tool call ends the text.
+func completionFinish(r string) string {
+	if r == llm.FinishToolCalls || r == "function_call" {
+		return llm.FinishStop
+	}
+	return r
 }
 
 // chatToCompletionStream turns chat chunks into text_completion chunks.
@@ -134,7 +143,11 @@ func (t *chatToCompletionStream) Event(ev sse.Event, emit Emit) error {
 		b = strconv.AppendInt(b, c.Get("index").Int(), 10)
 		b = append(b, `,"logprobs":null,"finish_reason":`...)
 		if fr.Type == gjson.String {
-			b = appendJSONValue(b, fr)
+			if f := completionFinish(fr.Str); f != fr.Str {
+				b = errs.AppendJSONString(b, f)
+			} else {
+				b = appendJSONValue(b, fr)
+			}
 		} else {
 			b = append(b, "null"...)
 		}

@@ -92,8 +92,12 @@ func decodeError(err error) *errs.Error {
 		if field == "" {
 			field = "body"
 		}
+		want := jsonKind(te.Type)
+		if te.Type == contentPartsType || field == "stop" {
+			want = "a string or an array" // llm.Content and llm.Stop accept both
+		}
 		return errs.BadRequest(errs.CodeInvalidRequest, te.Field,
-			"invalid type for '"+field+"': expected "+jsonKind(te.Type)+", got "+te.Value).Wrap(err)
+			"invalid type for '"+field+"': expected "+want+", got "+te.Value).Wrap(err)
 	}
 	var e *errs.Error
 	if errors.As(err, &e) {
@@ -101,6 +105,8 @@ func decodeError(err error) *errs.Error {
 	}
 	return errs.BadRequest(errs.CodeInvalidJSON, "", "request body is not valid JSON").Wrap(err)
 }
+
+var contentPartsType = reflect.TypeOf([]llm.ContentPart(nil))
 
 // jsonKind names a Go type by the JSON value it decodes.
 func jsonKind(t reflect.Type) string {

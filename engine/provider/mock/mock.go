@@ -288,14 +288,14 @@ func hash(s string) uint64 {
 
 // stream yields a planned sequence of OpenAI chunks.
 type stream struct {
-	p            *Provider
-	ctx          context.Context
-	r            *provider.Request
-	id, model    string
-	n            int
-	text         string
-	call         *llm.ToolCall
-	usage        llm.Usage
+	p         *Provider
+	ctx       context.Context
+	r         *provider.Request
+	id, model string
+	n         int
+	text      string
+	call      *llm.ToolCall
+	usage     llm.Usage
 
 	events [][]byte
 	i      int

@@ -1,0 +1,60 @@
+# Portcullis: `make run` serves on :4000 with the embedded mock config;
+# `make test` runs the whole suite (unit, fuzz smoke, end-to-end with the
+# official SDKs). Both install what they need.
+
+GO       ?= go
+BIN      := bin/portcullis
+PORT     ?= 4000
+CONFIG   ?=
+FUZZTIME ?= 5s
+E2E_DIR  := engine/e2e/node
+
+# Fuzz targets run briefly by `make test`: package path and target name.
+FUZZ_TARGETS := \
+	./engine/sse:FuzzReader \
+	./engine/server:FuzzParse \
+	./engine/translate:FuzzDecodeChat \
+	./engine/translate:FuzzAnthropicToChat \
+	./engine/translate:FuzzAnthropicStream \
+	./engine/config:FuzzParse
+
+.PHONY: all build run test unit race fuzz e2e e2e-deps bench bench-full vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/portcullis
+
+run: build
+	./$(BIN) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
+
+test: vet unit race fuzz e2e
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 ./...
+
+# The packages with concurrency on the request path, under the race detector.
+race:
+	$(GO) test -count=1 -race ./engine/server/... ./engine/gateway/... ./engine/provider/... ./engine/route/...
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+e2e-deps:
+	cd $(E2E_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+e2e: build e2e-deps
+	$(GO) test -count=1 -tags e2e ./engine/e2e/...
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2000x ./engine/...
+
+clean:
+	rm -rf bin

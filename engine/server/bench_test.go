@@ -1,0 +1,278 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/portcullis/portcullis/engine/config"
+	"github.com/portcullis/portcullis/engine/gateway"
+	"github.com/portcullis/portcullis/engine/telemetry"
+)
+
+// staticUpstream is a zero-allocation fasthttp upstream: a fixed chat
+// completion, or a stream whose first event time is reported on firstAt.
+type staticUpstream struct {
+	ln      net.Listener
+	srv     *fasthttp.Server
+	firstAt chan time.Time
+}
+
+var staticChat = []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}`)
+
+const streamEvent = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}]}\n\n"
+
+func startStatic(tb testing.TB) *staticUpstream {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	u := &staticUpstream{ln: ln, firstAt: make(chan time.Time, 1)}
+	u.srv = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if !bytes.Contains(ctx.PostBody(), []byte(`"stream":true`)) {
+			ctx.SetContentType("application/json")
+			ctx.SetBody(staticChat)
+			return
+		}
+		ctx.SetContentType("text/event-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			_, _ = w.WriteString(streamEvent)
+			select {
+			case u.firstAt <- time.Now():
+			default:
+			}
+			_ = w.Flush()
+			for i := 0; i < 3; i++ {
+				_, _ = w.WriteString(streamEvent)
+			}
+			_, _ = w.WriteString("data: [DONE]\n\n")
+		})
+	}}
+	go func() { _ = u.srv.Serve(ln) }()
+	tb.Cleanup(func() { _ = u.srv.Shutdown() })
+	return u
+}
+
+func benchServer(tb testing.TB, upURL string) (*Server, string) {
+	cfg, err := config.Parse([]byte(`
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: sk-bench
+      api_base: `+upURL+`/v1
+`), "bench", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m := telemetry.NewMetrics()
+	rt, err := gateway.Build(cfg, gateway.Options{Metrics: m})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := New(Options{Holder: gateway.NewHolder(rt), Metrics: m})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = s.Serve(ln) }()
+	tb.Cleanup(func() { _ = s.Shutdown() })
+	return s, ln.Addr().String()
+}
+
+var benchBody = []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello! Can you tell me a short joke about gateways?"}],"temperature":0.7,"max_tokens":256}`)
+
+// passThrough runs one OpenAI-to-OpenAI request through Handle directly
+// (no client socket), so allocations counted are the gateway's and the
+// upstream client's.
+func passThrough(tb testing.TB, s *Server, ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
+	ctx.Request.Reset()
+	req.CopyTo(&ctx.Request)
+	ctx.Response.Reset()
+	s.Handle(ctx)
+	if ctx.Response.StatusCode() != 200 {
+		tb.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+}
+
+func newBenchCtx() (*fasthttp.RequestCtx, *fasthttp.Request) {
+	req := &fasthttp.Request{}
+	req.Header.SetMethod("POST")
+	req.SetRequestURI("/v1/chat/completions")
+	req.Header.SetContentType("application/json")
+	req.SetBody(benchBody)
+	ctx := &fasthttp.RequestCtx{}
+	ctx.Init(req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, nil)
+	return ctx, req
+}
+
+// BenchmarkChatPassThrough is the OpenAI-to-OpenAI path: parse, route, edit
+// "model" in place, call the upstream over loopback, relay the body, log.
+func BenchmarkChatPassThrough(b *testing.B) {
+	up := startStatic(b)
+	s, _ := benchServer(b, "http://"+up.ln.Addr().String())
+	ctx, req := newBenchCtx()
+	passThrough(b, s, ctx, req)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		passThrough(b, s, ctx, req)
+	}
+}
+
+// TestPassThroughAllocationBudget guards the hot path: an OpenAI-to-OpenAI
+// request must stay within its allocation budget.
+func TestPassThroughAllocationBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loopback upstream")
+	}
+	up := startStatic(t)
+	s, _ := benchServer(t, "http://"+up.ln.Addr().String())
+	ctx, req := newBenchCtx()
+	passThrough(t, s, ctx, req)
+	allocs := testing.AllocsPerRun(200, func() { passThrough(t, s, ctx, req) })
+	const budget = 30
+	t.Logf("allocations per pass-through request: %.1f (budget %d)", allocs, budget)
+	if allocs > budget {
+		t.Fatalf("pass-through request allocates %.1f times, budget %d", allocs, budget)
+	}
+}
+
+// rawStreamUpstream answers every request on a raw TCP socket with an SSE
+// stream, writing headers and the first event in one write and reporting
+// the time just before that write, so nothing of the upstream's own
+// machinery is counted as the gateway's.
+func rawStreamUpstream(tb testing.TB) (string, chan time.Time) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	firstAt := make(chan time.Time, 1)
+	chunk := func(b []byte, s string) []byte {
+		b = strconv.AppendInt(b, int64(len(s)), 16)
+		b = append(b, "\r\n"...)
+		b = append(b, s...)
+		return append(b, "\r\n"...)
+	}
+	head := chunk([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"), streamEvent)
+	var tail []byte
+	for i := 0; i < 3; i++ {
+		tail = chunk(tail, streamEvent)
+	}
+	tail = chunk(tail, "data: [DONE]\n\n")
+	tail = append(tail, "0\r\n\r\n"...)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					n := 0
+					for {
+						l, err := br.ReadSlice('\n')
+						if err != nil {
+							return
+						}
+						if len(l) <= 2 {
+							break
+						}
+						if k, v, ok := strings.Cut(string(l), ":"); ok && strings.EqualFold(k, "content-length") {
+							n, _ = strconv.Atoi(strings.TrimSpace(v))
+						}
+					}
+					if _, err := br.Discard(n); err != nil {
+						return
+					}
+					t := time.Now()
+					if _, err := c.Write(head); err != nil {
+						return
+					}
+					firstAt <- t
+					if _, err := c.Write(tail); err != nil {
+						return
+					}
+				}
+			}(c)
+		}
+	}()
+	return "http://" + ln.Addr().String(), firstAt
+}
+
+// BenchmarkStreamFirstByteAdded measures the time between the upstream
+// writing its first SSE event and the client reading the first byte of the
+// response body through the gateway, and reports p50/p99 in µs. The same
+// measurement against the upstream directly is reported as direct-*: the
+// difference is what the gateway adds beyond one loopback hop.
+func BenchmarkStreamFirstByteAdded(b *testing.B) {
+	upURL, firstAt := rawStreamUpstream(b)
+	_, addr := benchServer(b, upURL)
+	body := strings.Replace(string(benchBody), `"max_tokens":256`, `"max_tokens":256,"stream":true`, 1)
+	measure := func(addr, path string, n int) []time.Duration {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		reqBytes := []byte("POST " + path + " HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: " +
+			strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+		br := bufio.NewReaderSize(conn, 64<<10)
+		out := make([]time.Duration, 0, n)
+		for i := 0; i < n; i++ {
+			if _, err := conn.Write(reqBytes); err != nil {
+				b.Fatal(err)
+			}
+			// Headers, then the first chunk-size line, then a byte of data.
+			for {
+				l, err := br.ReadSlice('\n')
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(l) <= 2 {
+					break
+				}
+			}
+			if _, err := br.ReadSlice('\n'); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := br.ReadByte(); err != nil {
+				b.Fatal(err)
+			}
+			got := time.Now()
+			out = append(out, got.Sub(<-firstAt))
+			for {
+				l, err := br.ReadSlice('\n')
+				if err != nil {
+					b.Fatal(err)
+				}
+				if string(l) == "0\r\n" {
+					_, _ = br.ReadSlice('\n')
+					break
+				}
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return out
+	}
+	measure(addr, "/v1/chat/completions", 50)
+	b.ResetTimer()
+	via := measure(addr, "/v1/chat/completions", b.N)
+	b.StopTimer()
+	direct := measure(strings.TrimPrefix(upURL, "http://"), "/v1/chat/completions", b.N)
+	p := func(d []time.Duration, q float64) float64 { return float64(d[int(q*float64(len(d)-1))].Nanoseconds()) / 1e3 }
+	b.ReportMetric(p(via, 0.5), "p50-µs")
+	b.ReportMetric(p(via, 0.99), "p99-µs")
+	b.ReportMetric(p(direct, 0.5), "direct-p50-µs")
+	b.ReportMetric(p(direct, 0.99), "direct-p99-µs")
+}

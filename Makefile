@@ -13,6 +13,7 @@ E2E_DIR  := engine/e2e/node
 FUZZ_TARGETS := \
 	./engine/sse:FuzzReader \
 	./engine/server:FuzzParse \
+	./engine/server:FuzzHandle \
 	./engine/translate:FuzzDecodeChat \
 	./engine/translate:FuzzAnthropicToChat \
 	./engine/translate:FuzzAnthropicStream \

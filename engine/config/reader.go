@@ -269,9 +269,10 @@ func (o *obj) rest() []string {
 func (o *obj) unknown(accepted map[string]string) {
 	for _, k := range o.rest() {
 		if why, ok := accepted[k]; ok {
-			if why != "" {
-				o.r.warnf(join(o.path, k), "accepted but not used: %s", why)
+			if why == "" {
+				why = "a LiteLLM setting Portcullis does not act on yet"
 			}
+			o.r.warnf(join(o.path, k), "accepted but not used: %s", why)
 			continue
 		}
 		o.r.warnf(join(o.path, k), "unknown key, ignored")

@@ -270,7 +270,9 @@ func BenchmarkStreamFirstByteAdded(b *testing.B) {
 	via := measure(addr, "/v1/chat/completions", b.N)
 	b.StopTimer()
 	direct := measure(strings.TrimPrefix(upURL, "http://"), "/v1/chat/completions", b.N)
-	p := func(d []time.Duration, q float64) float64 { return float64(d[int(q*float64(len(d)-1))].Nanoseconds()) / 1e3 }
+	p := func(d []time.Duration, q float64) float64 {
+		return float64(d[int(q*float64(len(d)-1))].Nanoseconds()) / 1e3
+	}
 	b.ReportMetric(p(via, 0.5), "p50-µs")
 	b.ReportMetric(p(via, 0.99), "p99-µs")
 	b.ReportMetric(p(direct, 0.5), "direct-p50-µs")

@@ -61,9 +61,9 @@ func (t *anthToChatStream) Event(ev sse.Event, emit Emit) error {
 		cb := gjson.Get(s, "content_block")
 		switch cb.Get("type").Str {
 		case "text":
-			return t.contentDelta(emit, `{"content":`, cb.Get("text"))
+			return t.contentDelta(emit, `{"content":`, rawStr(cb, "text"))
 		case "thinking":
-			return t.contentDelta(emit, `{"reasoning_content":`, cb.Get("thinking"))
+			return t.contentDelta(emit, `{"reasoning_content":`, rawStr(cb, "thinking"))
 		case "tool_use":
 			ti := len(t.tools)
 			t.tools = append(t.tools, blockTool{block: int(gjson.Get(s, "index").Int()), tool: ti})
@@ -82,12 +82,12 @@ func (t *anthToChatStream) Event(ev sse.Event, emit Emit) error {
 		d := gjson.Get(s, "delta")
 		switch d.Get("type").Str {
 		case "text_delta":
-			return t.contentDelta(emit, `{"content":`, d.Get("text"))
+			return t.contentDelta(emit, `{"content":`, rawStr(d, "text"))
 		case "thinking_delta":
-			return t.contentDelta(emit, `{"reasoning_content":`, d.Get("thinking"))
+			return t.contentDelta(emit, `{"reasoning_content":`, rawStr(d, "thinking"))
 		case "input_json_delta":
-			pj := d.Get("partial_json")
-			if pj.Str == "" {
+			pj := rawStr(d, "partial_json")
+			if emptyRaw(pj) {
 				return nil
 			}
 			ti, ok := t.toolFor(int(gjson.Get(s, "index").Int()))
@@ -98,7 +98,7 @@ func (t *anthToChatStream) Event(ev sse.Event, emit Emit) error {
 			b = append(b, `{"index":0,"delta":{"tool_calls":[{"index":`...)
 			b = strconv.AppendInt(b, int64(ti), 10)
 			b = append(b, `,"function":{"arguments":`...)
-			b = appendJSONValue(b, pj)
+			b = appendRawString(b, pj)
 			b = append(b, `}}]},"finish_reason":null}]}`...)
 			return t.emit(emit, b)
 		}
@@ -164,14 +164,14 @@ func (t *anthToChatStream) emit(emit Emit, b []byte) error {
 
 // contentDelta emits one delta field (open is `{"content":` or
 // `{"reasoning_content":`); empty text emits nothing.
-func (t *anthToChatStream) contentDelta(emit Emit, open string, v gjson.Result) error {
-	if v.Str == "" {
+func (t *anthToChatStream) contentDelta(emit Emit, open string, raw string) error {
+	if emptyRaw(raw) {
 		return nil
 	}
 	b := t.chunk()
 	b = append(b, `{"index":0,"delta":`...)
 	b = append(b, open...)
-	b = appendJSONValue(b, v)
+	b = appendRawString(b, raw)
 	b = append(b, `},"finish_reason":null}]}`...)
 	return t.emit(emit, b)
 }

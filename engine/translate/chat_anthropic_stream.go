@@ -92,21 +92,21 @@ func (t *chatToAnthStream) Event(ev sse.Event, emit Emit) error {
 
 func (t *chatToAnthStream) choice(emit Emit, c gjson.Result) error {
 	d := c.Get("delta")
-	r := d.Get("reasoning_content")
-	if r.Str == "" {
-		r = d.Get("reasoning") // vLLM, OpenRouter
+	r := rawStr(d, "reasoning_content")
+	if emptyRaw(r) {
+		r = rawStr(d, "reasoning") // vLLM, OpenRouter
 	}
-	if r.Type == gjson.String && r.Str != "" {
+	if !emptyRaw(r) {
 		if err := t.delta(emit, kindThinking, r); err != nil {
 			return err
 		}
 	}
-	if ct := d.Get("content"); ct.Type == gjson.String && ct.Str != "" {
+	if ct := rawStr(d, "content"); !emptyRaw(ct) {
 		if err := t.delta(emit, kindText, ct); err != nil {
 			return err
 		}
 	}
-	if rf := d.Get("refusal"); rf.Type == gjson.String && rf.Str != "" {
+	if rf := rawStr(d, "refusal"); !emptyRaw(rf) {
 		if err := t.delta(emit, kindText, rf); err != nil {
 			return err
 		}
@@ -146,7 +146,7 @@ func (t *chatToAnthStream) start(emit Emit, id gjson.Result, upstreamModel strin
 
 // delta appends text or thinking to the open block of that kind, opening
 // one (and closing any other) first.
-func (t *chatToAnthStream) delta(emit Emit, kind uint8, v gjson.Result) error {
+func (t *chatToAnthStream) delta(emit Emit, kind uint8, raw string) error {
 	if t.open < 0 || t.openKind != kind {
 		if err := t.closeBlock(emit); err != nil {
 			return err
@@ -167,7 +167,7 @@ func (t *chatToAnthStream) delta(emit Emit, kind uint8, v gjson.Result) error {
 	} else {
 		b = append(b, `{"type":"thinking_delta","thinking":`...)
 	}
-	b = appendJSONValue(b, v)
+	b = appendRawString(b, raw)
 	b = append(b, "}}"...)
 	return t.emit(emit, evContentBlockDelta, b)
 }
@@ -209,13 +209,13 @@ func (t *chatToAnthStream) toolDelta(emit Emit, tc gjson.Result) error {
 			return err
 		}
 	}
-	args := fn.Get("arguments")
-	if args.Type != gjson.String || args.Str == "" {
+	args := rawStr(fn, "arguments")
+	if emptyRaw(args) {
 		return nil
 	}
 	b := t.blockDelta(t.tools[k].block)
 	b = append(b, `{"type":"input_json_delta","partial_json":`...)
-	b = appendJSONValue(b, args)
+	b = appendRawString(b, args)
 	b = append(b, "}}"...)
 	return t.emit(emit, evContentBlockDelta, b)
 }

@@ -128,9 +128,9 @@ func (t *chatToCompletionStream) Event(ev sse.Event, emit Emit) error {
 	b := append(t.buf[:0], t.prefix...)
 	n := 0
 	gjson.Get(s, "choices").ForEach(func(_, c gjson.Result) bool {
-		text := c.Get("delta.content")
+		text := rawStr(c.Get("delta"), "content")
 		fr := c.Get("finish_reason")
-		if text.Str == "" && fr.Type != gjson.String {
+		if emptyRaw(text) && fr.Type != gjson.String {
 			return true
 		}
 		if n > 0 {
@@ -138,7 +138,7 @@ func (t *chatToCompletionStream) Event(ev sse.Event, emit Emit) error {
 		}
 		n++
 		b = append(b, `{"text":`...)
-		b = appendJSONValue(b, text)
+		b = appendRawString(b, text)
 		b = append(b, `,"index":`...)
 		b = strconv.AppendInt(b, c.Get("index").Int(), 10)
 		b = append(b, `,"logprobs":null,"finish_reason":`...)

@@ -517,7 +517,13 @@ func TestEmitErrorPropagates(t *testing.T) {
 		{NewChatToAnthropicStream(""), "testdata/chat_stream/text_usage.sse"},
 		{NewChatToCompletionStream(""), "testdata/chat_stream/text_usage.sse"},
 	} {
-		if err := c.tr.Event(events(t, c.ev)[0], emit); err != boom {
+		var err error
+		for _, ev := range events(t, c.ev) {
+			if err = c.tr.Event(ev, emit); err != nil {
+				break
+			}
+		}
+		if err != boom {
 			t.Errorf("%T: got %v", c.tr, err)
 		}
 	}

@@ -9,7 +9,7 @@ import { anthropic, collect, rejectsWith, hasKey, anthropicWeatherTool } from '.
 
 // Models served natively (Anthropic upstream) and through translation
 // (OpenAI upstream).
-const MODELS = ['claude-3-5-sonnet', 'gpt-4o'];
+const MODELS = ['claude-3-5-sonnet', 'gpt-4o', 'fast-fallback'];
 
 for (const model of MODELS) {
   describe(`messages on ${model}`, () => {
@@ -120,6 +120,23 @@ for (const model of MODELS) {
   });
 }
 
+describe('parameters', () => {
+  // The harness checks upstream how these were translated to OpenAI (stop,
+  // user, max_tokens; top_k has no OpenAI equivalent and must be dropped).
+  test('sampling parameters to an OpenAI deployment', async () => {
+    const msg = await anthropic().messages.create({
+      model: 'gpt-4o',
+      max_tokens: 55,
+      temperature: 0.4,
+      top_k: 5,
+      stop_sequences: ['STOP'],
+      metadata: { user_id: 'e2e-anthropic-user' },
+      messages: [{ role: 'user', content: 'params-marker-anthropic' }],
+    });
+    assert.match(msg.content[0].text, /params-marker-anthropic/);
+  });
+});
+
 describe('anthropic errors', () => {
   test('unknown model is NotFoundError (404) with an Anthropic error body', async () => {
     const err = await rejectsWith(
@@ -181,12 +198,44 @@ describe('anthropic errors', () => {
     assert.equal(err.error?.error?.type, 'overloaded_error', JSON.stringify(err.error));
   });
 
-  test('upstream 429 from an OpenAI deployment is RateLimitError', async () => {
+  test('upstream 529, streamed, is an APIError before any event', async () => {
     await rejectsWith(
+      assert,
+      anthropic().messages.stream({ model: 'claude-broken', max_tokens: 16, messages: [{ role: 'user', content: 'x' }] }).finalMessage(),
+      Anthropic.InternalServerError,
+      529,
+    );
+  });
+
+  for (const model of ['claude-cut', 'broken-cut']) {
+    test(`${model}: a stream cut by the upstream raises instead of ending cleanly`, async () => {
+      const stream = await anthropic().messages.create({
+        model,
+        max_tokens: 16,
+        messages: [{ role: 'user', content: 'cut' }],
+        stream: true,
+      });
+      const types = [];
+      let err;
+      try {
+        for await (const ev of stream) types.push(ev.type);
+      } catch (e) {
+        err = e;
+      }
+      assert.equal(types[0], 'message_start');
+      assert.ok(!types.includes('message_stop'), `no message_stop after a cut: ${types.join(',')}`);
+      assert.ok(err instanceof Anthropic.APIError, `expected an APIError mid-stream, got ${err?.constructor?.name}: ${err?.message}`);
+      assert.match(err.message, /ended before completion/);
+    });
+  }
+
+  test('upstream 429 from an OpenAI deployment is RateLimitError', async () => {
+    const err = await rejectsWith(
       assert,
       anthropic().messages.create({ model: 'broken-429', max_tokens: 16, messages: [{ role: 'user', content: 'x' }] }),
       Anthropic.RateLimitError,
       429,
     );
+    assert.equal(err.error?.error?.type, 'rate_limit_error', JSON.stringify(err.error));
   });
 });

@@ -146,6 +146,75 @@ describe('tools', () => {
   }
 });
 
+describe('parameters', () => {
+  // The harness checks upstream how these were translated to Anthropic
+  // (max_tokens, stop_sequences, metadata.user_id, a developer message in
+  // the top-level system).
+  test('sampling parameters to an Anthropic deployment', async () => {
+    const res = await openai().chat.completions.create({
+      model: 'claude-3-5-sonnet',
+      messages: [
+        { role: 'developer', content: 'e2e-developer-marker' },
+        { role: 'user', content: 'params-marker-openai' },
+      ],
+      max_completion_tokens: 77,
+      temperature: 0.3,
+      top_p: 0.9,
+      stop: ['END'],
+      user: 'e2e-user',
+    });
+    assert.match(res.choices[0].message.content, /params-marker-openai/);
+  });
+});
+
+describe('chat.completions.stream() helper', () => {
+  for (const model of ['gpt-4o', 'claude-3-5-sonnet']) {
+    test(`${model}: finalChatCompletion() with a tool call`, async () => {
+      const runner = openai().chat.completions.stream({
+        model,
+        messages: [{ role: 'user', content: 'weather in Paris?' }],
+        tools: [weatherTool],
+      });
+      const done = [];
+      runner.on('tool_calls.function.arguments.done', (ev) => done.push(ev));
+      const final = await runner.finalChatCompletion();
+      const call = final.choices[0].message.tool_calls[0];
+      assert.equal(final.choices[0].finish_reason, 'tool_calls');
+      assert.equal(call.function.name, 'get_weather');
+      assert.deepEqual(JSON.parse(call.function.arguments), { location: 'Paris' });
+      assert.equal(done.length, 1, 'one arguments.done event');
+    });
+
+    test(`${model}: finalContent()`, async () => {
+      const runner = openai().chat.completions.stream({ model, messages: [{ role: 'user', content: 'helper text' }] });
+      const text = await runner.finalContent();
+      assert.match(text, /reply to: helper text w1 w2 w3 w4/);
+    });
+  }
+});
+
+describe('stream cut by the upstream', () => {
+  for (const model of ['broken-cut', 'claude-cut']) {
+    test(`${model}: the SDK raises instead of ending cleanly`, async () => {
+      const stream = await openai().chat.completions.create({
+        model,
+        messages: [{ role: 'user', content: 'cut' }],
+        stream: true,
+      });
+      const got = [];
+      let err;
+      try {
+        for await (const c of stream) got.push(c);
+      } catch (e) {
+        err = e;
+      }
+      assert.ok(got.length >= 1, 'the chunks before the cut arrive');
+      assert.ok(err instanceof OpenAI.APIError, `expected an APIError mid-stream, got ${err?.constructor?.name}: ${err?.message}`);
+      assert.match(err.message, /ended before completion/);
+    });
+  }
+});
+
 describe('embeddings', () => {
   test('encoding_format float: one float vector per input', async () => {
     const res = await openai().embeddings.create({
@@ -215,6 +284,25 @@ describe('legacy completions', () => {
   });
 });
 
+describe('legacy completions through a chat model', () => {
+  test('completions.create on an Anthropic deployment', async () => {
+    const res = await openai().completions.create({ model: 'claude-3-5-sonnet', prompt: 'Tell me', max_tokens: 16 });
+    assert.equal(res.object, 'text_completion');
+    assert.equal(res.choices[0].text, 'upstream anthropic reply to: Tell me');
+    assert.equal(res.choices[0].finish_reason, 'stop');
+    assert.ok(res.usage.total_tokens > 0);
+  });
+
+  test('completions.create streamed on an Anthropic deployment', async () => {
+    const stream = await openai().completions.create({ model: 'claude-3-5-sonnet', prompt: 'Tell me', max_tokens: 16, stream: true });
+    const chunks = await collect(stream);
+    assert.ok(chunks.length > 1, `several chunks, got ${chunks.length}`);
+    const text = chunks.map((c) => c.choices[0]?.text ?? '').join('');
+    assert.match(text, /reply to: Tell me w1 w2 w3 w4/);
+    assert.equal(chunks.at(-1).choices[0].finish_reason, 'stop');
+  });
+});
+
 describe('errors', () => {
   test('unknown model is NotFoundError (404)', async () => {
     const err = await rejectsWith(
@@ -224,6 +312,9 @@ describe('errors', () => {
       404,
     );
     assert.match(err.message, /no-such-model/);
+    assert.equal(err.code, 'model_not_found');
+    assert.equal(err.param, 'model');
+    assert.ok(err.requestID || err.headers.get('x-request-id'), 'the error carries the request id');
   });
 
   test('unknown model, streamed, is NotFoundError (404)', async () => {
@@ -260,6 +351,8 @@ describe('errors', () => {
 
   test('invalid key is AuthenticationError (401) on every endpoint', { skip: !hasKey && 'no master key configured' }, async () => {
     const client = openai({ apiKey: 'sk-wrong' });
+    const err = await rejectsWith(assert, client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }), OpenAI.AuthenticationError, 401);
+    assert.equal(err.type, 'authentication_error');
     const msgs = [{ role: 'user', content: 'x' }];
     await rejectsWith(assert, client.chat.completions.create({ model: 'gpt-4o', messages: msgs }), OpenAI.AuthenticationError, 401);
     await rejectsWith(assert, client.chat.completions.create({ model: 'gpt-4o', messages: msgs, stream: true }), OpenAI.AuthenticationError, 401);
@@ -277,6 +370,7 @@ describe('errors', () => {
       429,
     );
     assert.ok(err.headers.get('retry-after'), 'Retry-After is passed on');
+    assert.equal(err.code, 'rate_limit_exceeded');
   });
 
   test('upstream 429, streamed, is RateLimitError', async () => {

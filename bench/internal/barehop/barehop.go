@@ -1,0 +1,62 @@
+// Package barehop is the bare hop of portcullis-bench: a minimal fasthttp
+// reverse proxy that forwards every request to one upstream and streams the
+// response back as it arrives (each upstream chunk is written and flushed
+// as one client chunk). It parses nothing: it is the floor any fasthttp
+// gateway pays for one more hop.
+package barehop
+
+import (
+	"io"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// New returns a server proxying to upstream (host:port).
+func New(upstream string) *fasthttp.Server {
+	client := &fasthttp.HostClient{
+		Addr:                     upstream,
+		MaxConns:                 1 << 20,
+		MaxIdleConnDuration:      90 * time.Second,
+		NoDefaultUserAgentHeader: true,
+	}
+	h := func(ctx *fasthttp.RequestCtx) {
+		req := fasthttp.AcquireRequest()
+		ctx.Request.CopyTo(req)
+		req.Header.Del("Connection")
+		req.SetHost(upstream)
+		resp := fasthttp.AcquireResponse()
+		resp.StreamBody = true
+		err := client.Do(req, resp)
+		fasthttp.ReleaseRequest(req)
+		if err != nil {
+			fasthttp.ReleaseResponse(resp)
+			ctx.Error("bare hop: "+err.Error(), fasthttp.StatusBadGateway)
+			return
+		}
+		resp.Header.CopyTo(&ctx.Response.Header)
+		ctx.Response.Header.Del("Connection")
+		ctx.Response.SetBodyStream(&body{r: resp.BodyStream(), resp: resp}, resp.Header.ContentLength())
+	}
+	return &fasthttp.Server{
+		Handler:               h,
+		Name:                  "bare-hop",
+		Concurrency:           1 << 20,
+		NoDefaultServerHeader: true,
+		NoDefaultDate:         true,
+	}
+}
+
+// body releases the upstream response when the client response is done.
+type body struct {
+	r    io.Reader
+	resp *fasthttp.Response
+}
+
+func (b *body) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b *body) Close() error {
+	err := b.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(b.resp)
+	return err
+}

@@ -1,0 +1,434 @@
+package loadgen
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portcullis/portcullis/bench/internal/hist"
+)
+
+// StreamSpec describes the streamed response the upstream produces.
+type StreamSpec struct {
+	Chunks int           // data events before [DONE]
+	Gap    time.Duration // the upstream's pause between two of them
+}
+
+// Result is what one run measured inside its window.
+type Result struct {
+	// Latency is from the intended send time to the end of the response
+	// (coordinated-omission corrected); in a closed loop the intended time
+	// is the actual one.
+	Latency *hist.Histogram
+	// Service is from the actual send time to the end of the response.
+	Service *hist.Histogram
+	// SendLag is how late the generator sent (actual minus intended).
+	SendLag *hist.Histogram
+	// TTFB is from the intended send time to the first SSE data event.
+	TTFB *hist.Histogram
+	// Gap is the time between consecutive SSE data events of a stream.
+	Gap *hist.Histogram
+	// HeldBack counts gaps shorter than half the upstream's gap: chunks the
+	// path delivered together although they were produced apart.
+	HeldBack, Gaps int64
+	// OK counts requests completed with status 200 in the window.
+	OK       int64
+	Errors   int64
+	FirstErr string
+	Window   time.Duration
+}
+
+// Throughput is completed requests per second of window.
+func (r *Result) Throughput() float64 {
+	if r.Window <= 0 {
+		return 0
+	}
+	return float64(r.OK) / r.Window.Seconds()
+}
+
+func newResult() *Result {
+	return &Result{Latency: hist.New(), Service: hist.New(), SendLag: hist.New(), TTFB: hist.New(), Gap: hist.New()}
+}
+
+// recorder guards a Result shared by the connections of a run.
+type recorder struct {
+	mu     sync.Mutex
+	r      *Result
+	stream *StreamSpec
+}
+
+func (rec *recorder) fail(err error) {
+	rec.mu.Lock()
+	rec.r.Errors++
+	if rec.r.FirstErr == "" {
+		rec.r.FirstErr = err.Error()
+	}
+	rec.mu.Unlock()
+}
+
+func (rec *recorder) done(intended, sent, end time.Duration) {
+	rec.mu.Lock()
+	rec.r.OK++
+	rec.r.Latency.Record(int64(end - intended))
+	rec.r.Service.Record(int64(end - sent))
+	rec.r.SendLag.Record(int64(sent - intended))
+	rec.mu.Unlock()
+}
+
+// streamState follows the events of the stream in flight on one connection.
+type streamState struct {
+	rec      *recorder
+	c        *Conn
+	inWindow bool
+	n        int
+	last     time.Duration
+	ttfb     time.Duration
+	gaps     []time.Duration
+	done     bool
+}
+
+func (s *streamState) reset(inWindow bool) {
+	s.inWindow, s.n, s.last, s.ttfb, s.gaps, s.done = inWindow, 0, 0, 0, s.gaps[:0], false
+}
+
+func (s *streamState) on(kind EventKind, at time.Duration) bool {
+	switch kind {
+	case EventData:
+		if s.n == 0 {
+			intended, _ := s.c.Times()
+			s.ttfb = at - intended
+		} else {
+			s.gaps = append(s.gaps, at-s.last)
+		}
+		s.last = at
+		s.n++
+	case EventDone:
+		s.done = true
+	}
+	return true
+}
+
+// commit records a finished stream; it is an error if the event count is
+// not the one the upstream sends.
+func (s *streamState) commit() error {
+	spec := s.rec.stream
+	if s.n != spec.Chunks || !s.done {
+		return fmt.Errorf("stream delivered %d data events (done=%v), want %d then [DONE]", s.n, s.done, spec.Chunks)
+	}
+	if !s.inWindow {
+		return nil
+	}
+	s.rec.mu.Lock()
+	s.rec.r.TTFB.Record(int64(s.ttfb))
+	for _, g := range s.gaps {
+		s.rec.r.Gap.Record(int64(g))
+		s.rec.r.Gaps++
+		if g < spec.Gap/2 {
+			s.rec.r.HeldBack++
+		}
+	}
+	s.rec.mu.Unlock()
+	return nil
+}
+
+// dialAll opens n connections.
+func dialAll(t Target, n int) ([]*Conn, error) {
+	req := t.RequestBytes()
+	conns := make([]*Conn, 0, n)
+	for range n {
+		c, err := Dial(t.Addr, nil, req, 0)
+		if err != nil {
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			return nil, fmt.Errorf("%s: dial %s: %w", t.Name, t.Addr, err)
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+// OpenConfig configures an open-loop run.
+type OpenConfig struct {
+	Target   Target
+	Rate     float64
+	Warmup   time.Duration
+	Duration time.Duration
+	Conns    int
+	Stream   *StreamSpec
+	// Drain bounds the wait for requests still in flight when the
+	// schedule ends (default 5 s); those left are errors.
+	Drain time.Duration
+	// OnWindow is called as the measured window opens (true) and once its
+	// last request has completed (false).
+	OnWindow func(start bool)
+}
+
+// RunOpen sends requests at a constant rate. Request i is due at
+// start + i/Rate whatever happened before it: it goes out on a free
+// connection at that time, or, if all are busy, on the first one to free
+// up. Latency is measured from the due time. Only requests due inside
+// [Warmup, Warmup+Duration) are measured.
+func RunOpen(cfg OpenConfig) (*Result, error) {
+	if cfg.Rate <= 0 || cfg.Conns <= 0 || cfg.Duration <= 0 {
+		return nil, errors.New("open loop: rate, conns and duration must be positive")
+	}
+	if cfg.Drain <= 0 {
+		cfg.Drain = 5 * time.Second
+	}
+	conns, err := dialAll(cfg.Target, cfg.Conns)
+	if err != nil {
+		return nil, err
+	}
+	rec := &recorder{r: newResult(), stream: cfg.Stream}
+	start := Now() + 20*time.Millisecond
+	sched := Schedule{Start: start, Rate: cfg.Rate}
+	winStart := start + cfg.Warmup
+	winEnd := winStart + cfg.Duration
+	rec.r.Window = cfg.Duration
+
+	var (
+		mu       sync.Mutex
+		free     = append([]*Conn(nil), conns...)
+		pending  []time.Duration
+		finished atomic.Int64 // requests completed, OK or not
+		stopping atomic.Bool
+		allDone  = make(chan struct{}, 1)
+		issued   atomic.Int64
+		pacerEnd atomic.Bool
+	)
+	inWindow := func(at time.Duration) bool { return at >= winStart && at < winEnd }
+	complete := func() {
+		n := finished.Add(1)
+		if pacerEnd.Load() && n == issued.Load() {
+			select {
+			case allDone <- struct{}{}:
+			default:
+			}
+		}
+	}
+	// send puts c to work on the request due at at; a failed write is a
+	// failed request and the connection is redialled.
+	var send func(c *Conn, at time.Duration)
+	send = func(c *Conn, at time.Duration) {
+		if err := c.Send(at); err != nil {
+			if inWindow(at) {
+				rec.fail(err)
+			}
+			complete()
+			if c.Redial() != nil {
+				return // lost: its reader ends on the broken connection
+			}
+			next(c, &mu, &free, &pending, send)
+		}
+	}
+
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func(c *Conn) {
+			defer wg.Done()
+			var st *streamState
+			var on OnEvent
+			if cfg.Stream != nil {
+				st = &streamState{rec: rec, c: c}
+				on = st.on
+			}
+			for {
+				if st != nil {
+					// The request's intended time is only known once it
+					// is sent; reset with a provisional flag, fixed below.
+					st.reset(false)
+				}
+				status, closing, err := c.ReadResponse(on)
+				end := Now()
+				if stopping.Load() {
+					return
+				}
+				intended, sent := c.Times()
+				switch {
+				case err != nil:
+					if inWindow(intended) {
+						rec.fail(err)
+					}
+					closing = true
+				case status != 200:
+					if inWindow(intended) {
+						rec.fail(fmt.Errorf("HTTP %d", status))
+					}
+				case st != nil:
+					st.inWindow = inWindow(intended)
+					if e := st.commit(); e != nil {
+						rec.fail(e)
+					} else if st.inWindow {
+						rec.done(intended, sent, end)
+					}
+				default:
+					if inWindow(intended) {
+						rec.done(intended, sent, end)
+					}
+				}
+				complete()
+				if closing {
+					if err := c.Redial(); err != nil {
+						rec.fail(err)
+						return
+					}
+				}
+				next(c, &mu, &free, &pending, send)
+			}
+		}(c)
+	}
+
+	if cfg.OnWindow != nil {
+		go func() {
+			time.Sleep(winStart - Now())
+			cfg.OnWindow(true)
+		}()
+	}
+	// The pacer runs on its own locked thread and writes each request
+	// itself at its due time.
+	pacerDone := make(chan struct{})
+	go func() {
+		lockPacerThread() // the thread is discarded when this goroutine ends
+		defer close(pacerDone)
+		p := Pacer{S: sched, End: winEnd}
+		for {
+			_, at, wait, done := p.Next(Now())
+			if done {
+				break
+			}
+			if wait > 0 {
+				preciseSleep(wait)
+				continue
+			}
+			issued.Add(1)
+			mu.Lock()
+			if n := len(free); n > 0 {
+				c := free[n-1]
+				free = free[:n-1]
+				mu.Unlock()
+				send(c, at)
+			} else {
+				pending = append(pending, at)
+				mu.Unlock()
+			}
+		}
+	}()
+	<-pacerDone
+	pacerEnd.Store(true)
+	if finished.Load() == issued.Load() {
+		allDone <- struct{}{}
+	}
+	select {
+	case <-allDone:
+	case <-time.After(cfg.Drain):
+		lost := issued.Load() - finished.Load()
+		rec.mu.Lock()
+		rec.r.Errors += lost
+		if rec.r.FirstErr == "" {
+			rec.r.FirstErr = fmt.Sprintf("%d requests still in flight %v after the schedule ended", lost, cfg.Drain)
+		}
+		rec.mu.Unlock()
+	}
+	if cfg.OnWindow != nil {
+		cfg.OnWindow(false)
+	}
+	stopping.Store(true)
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	wg.Wait()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.r, nil
+}
+
+// next gives c the oldest pending request or returns it to the free list.
+func next(c *Conn, mu *sync.Mutex, free *[]*Conn, pending *[]time.Duration, send func(*Conn, time.Duration)) {
+	mu.Lock()
+	if len(*pending) > 0 {
+		at := (*pending)[0]
+		*pending = (*pending)[1:]
+		mu.Unlock()
+		send(c, at)
+		return
+	}
+	*free = append(*free, c)
+	mu.Unlock()
+}
+
+// ClosedConfig configures a closed-loop run.
+type ClosedConfig struct {
+	Target   Target
+	Conns    int
+	Warmup   time.Duration
+	Duration time.Duration
+	// OnWindow is called as the measured window opens and closes.
+	OnWindow func(start bool)
+}
+
+// RunClosed keeps Conns requests in flight, each connection sending its
+// next request as soon as the previous response ended, and counts the
+// responses that end inside the window.
+func RunClosed(cfg ClosedConfig) (*Result, error) {
+	conns, err := dialAll(cfg.Target, cfg.Conns)
+	if err != nil {
+		return nil, err
+	}
+	rec := &recorder{r: newResult()}
+	start := Now()
+	winStart := start + cfg.Warmup
+	winEnd := winStart + cfg.Duration
+	rec.r.Window = cfg.Duration
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func(c *Conn) {
+			defer wg.Done()
+			defer c.Close()
+			for {
+				t0 := Now()
+				if t0 >= winEnd {
+					return
+				}
+				err := c.Send(t0)
+				status, closing := 0, true
+				if err == nil {
+					status, closing, err = c.ReadResponse(nil)
+				}
+				t1 := Now()
+				in := t1 >= winStart && t1 < winEnd
+				switch {
+				case err != nil:
+					if in {
+						rec.fail(err)
+					}
+				case status != 200:
+					if in {
+						rec.fail(fmt.Errorf("HTTP %d", status))
+					}
+				case in:
+					rec.done(t0, t0, t1)
+				}
+				if closing || err != nil {
+					if c.Redial() != nil {
+						time.Sleep(10 * time.Millisecond)
+					}
+				}
+			}
+		}(c)
+	}
+	if cfg.OnWindow != nil {
+		time.Sleep(winStart - Now())
+		cfg.OnWindow(true)
+		time.Sleep(winEnd - Now())
+		cfg.OnWindow(false)
+	}
+	wg.Wait()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.r, nil
+}

@@ -1,0 +1,130 @@
+// Package upstream is portcullis-bench's fake OpenAI upstream: a fasthttp
+// server answering POST .../chat/completions with a fixed JSON completion,
+// or, for "stream": true, with Chunks SSE chunks Gap apart then [DONE].
+// Paths under /idle/ stream one chunk and then hold the stream open,
+// sending only a comment every IdleGap. Delay is a fixed latency added
+// before the response (or its first chunk).
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"strconv"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"github.com/valyala/fasthttp"
+)
+
+// Config shapes the responses.
+type Config struct {
+	Delay   time.Duration
+	Chunks  int
+	Gap     time.Duration
+	IdleGap time.Duration
+}
+
+// CompletionBody is the non-streamed response.
+var CompletionBody = []byte(`{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench",` +
+	`"choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is the fake upstream of portcullis-bench, answering at once."},` +
+	`"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":17,"total_tokens":31}}`)
+
+// Chunk returns the SSE event of content chunk k (1-based) of n.
+func Chunk(k, n int) []byte {
+	finish := "null"
+	if k == n {
+		finish = `"stop"`
+	}
+	return []byte(`data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench",` +
+		`"choices":[{"index":0,"delta":{"content":"token` + strconv.Itoa(k) + ` "},"logprobs":null,"finish_reason":` + finish + `}]}` + "\n\n")
+}
+
+var (
+	usageChunk = []byte(`data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench",` +
+		`"choices":[],"usage":{"prompt_tokens":14,"completion_tokens":50,"total_tokens":64}}` + "\n\n")
+	doneEvent = []byte("data: [DONE]\n\n")
+	keepAlive = []byte(": keep-alive\n\n")
+	suffix    = []byte("/chat/completions")
+)
+
+// Handler serves the fake API.
+func Handler(cfg Config) fasthttp.RequestHandler {
+	if cfg.Chunks <= 0 {
+		cfg.Chunks = 50
+	}
+	if cfg.IdleGap <= 0 {
+		cfg.IdleGap = time.Minute
+	}
+	chunks := make([][]byte, cfg.Chunks+1)
+	for k := 1; k <= cfg.Chunks; k++ {
+		chunks[k] = Chunk(k, cfg.Chunks)
+	}
+	return func(ctx *fasthttp.RequestCtx) {
+		path := ctx.Path()
+		if !ctx.IsPost() || !bytes.HasSuffix(path, suffix) {
+			ctx.SetStatusCode(404)
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"error":{"message":"not found","type":"invalid_request_error"}}`)
+			return
+		}
+		body := ctx.PostBody()
+		stream := gjson.GetBytes(body, "stream").Bool()
+		idle := bytes.HasPrefix(path, []byte("/idle/"))
+		if cfg.Delay > 0 {
+			time.Sleep(cfg.Delay)
+		}
+		if !stream {
+			ctx.SetContentType("application/json")
+			ctx.SetBody(CompletionBody)
+			return
+		}
+		usage := gjson.GetBytes(body, "stream_options.include_usage").Bool()
+		ctx.SetContentType("text/event-stream")
+		ctx.Response.Header.Set("Cache-Control", "no-cache")
+		if idle {
+			ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+				_, _ = w.Write(chunks[1])
+				if w.Flush() != nil {
+					return
+				}
+				for {
+					time.Sleep(cfg.IdleGap)
+					_, _ = w.Write(keepAlive)
+					if w.Flush() != nil {
+						return
+					}
+				}
+			})
+			return
+		}
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			for k := 1; k <= cfg.Chunks; k++ {
+				if k > 1 && cfg.Gap > 0 {
+					time.Sleep(cfg.Gap)
+				}
+				_, _ = w.Write(chunks[k])
+				if k < cfg.Chunks {
+					if w.Flush() != nil {
+						return
+					}
+				}
+			}
+			if usage {
+				_, _ = w.Write(usageChunk)
+			}
+			_, _ = w.Write(doneEvent)
+			_ = w.Flush()
+		})
+	}
+}
+
+// Server returns the fasthttp server of the fake upstream.
+func Server(cfg Config) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:               Handler(cfg),
+		Name:                  "bench-upstream",
+		Concurrency:           1 << 20,
+		NoDefaultServerHeader: true,
+		NoDefaultDate:         true,
+	}
+}

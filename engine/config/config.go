@@ -199,6 +199,13 @@ func Parse(data []byte, source string, getenv func(string) string) (*Config, err
 
 func readGeneral(o *obj) GeneralSettings {
 	g := GeneralSettings{MasterKey: o.str("master_key"), DatabaseURL: o.str("database_url")}
+	if g.MasterKey == "" {
+		// LiteLLM reads LITELLM_MASTER_KEY; ours takes precedence.
+		g.MasterKey = o.r.getenv("PORTCULLIS_MASTER_KEY")
+		if g.MasterKey == "" {
+			g.MasterKey = o.r.getenv("LITELLM_MASTER_KEY")
+		}
+	}
 	if g.MasterKey != "" && !strings.HasPrefix(g.MasterKey, "sk-") {
 		o.r.warnf(join(o.path, "master_key"), "LiteLLM expects the master key to start with \"sk-\"")
 	}

@@ -207,3 +207,18 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestMasterKeyFromEnvironment(t *testing.T) {
+	c, err := Parse([]byte("model_list: []\n"), "x", env(map[string]string{"LITELLM_MASTER_KEY": "sk-lite"}))
+	if err != nil || c.General.MasterKey != "sk-lite" {
+		t.Fatalf("LITELLM_MASTER_KEY: %v %q", err, c.General.MasterKey)
+	}
+	c, _ = Parse([]byte("model_list: []\n"), "x", env(map[string]string{"LITELLM_MASTER_KEY": "sk-lite", "PORTCULLIS_MASTER_KEY": "sk-p"}))
+	if c.General.MasterKey != "sk-p" {
+		t.Fatalf("PORTCULLIS_MASTER_KEY should win: %q", c.General.MasterKey)
+	}
+	c, _ = Parse([]byte("general_settings: {master_key: sk-file}\n"), "x", env(map[string]string{"PORTCULLIS_MASTER_KEY": "sk-p"}))
+	if c.General.MasterKey != "sk-file" {
+		t.Fatalf("the file should win: %q", c.General.MasterKey)
+	}
+}

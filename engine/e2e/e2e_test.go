@@ -8,8 +8,10 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -74,6 +76,14 @@ const extraModels = `  - model_name: text-embedding-3-small
   - model_name: claude-cut
     litellm_params:
       model: anthropic/claude-cut-2
+      api_key: os.environ/ANTHROPIC_API_KEY
+  - model_name: slow-stream
+    litellm_params:
+      model: openai/gpt-4o-chunks-6-gap-150
+      api_key: os.environ/OPENAI_API_KEY
+  - model_name: claude-slow-stream
+    litellm_params:
+      model: anthropic/claude-chunks-6-gap-150
       api_key: os.environ/ANTHROPIC_API_KEY
 `
 
@@ -149,8 +159,22 @@ func TestE2E(t *testing.T) {
 	t.Run("upstream", func(t *testing.T) { checkUpstream(t, up.Requests()) })
 
 	t.Run("shutdown", func(t *testing.T) {
-		for _, g := range []*gateway{plain, full} {
-			g.stop(t)
+		plain.stop(t)
+		// SIGTERM while a stream is in flight: the stream still finishes,
+		// then the process exits 0.
+		drained := make(chan error, 1)
+		started := make(chan struct{})
+		go func() { drained <- streamThroughShutdown(full.url, started) }()
+		select {
+		case <-started:
+		case err := <-drained:
+			t.Fatalf("in-flight stream before SIGTERM: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the in-flight stream did not start within 10s")
+		}
+		full.stop(t)
+		if err := <-drained; err != nil {
+			t.Errorf("a stream in flight at SIGTERM did not finish cleanly: %v", err)
 		}
 	})
 	t.Logf("end-to-end run took %s", time.Since(start).Round(time.Millisecond))
@@ -266,6 +290,53 @@ func (g *gateway) stop(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Errorf("gateway %s still running 10s after SIGTERM", g.name)
 	}
+}
+
+// streamThroughShutdown streams from the slow model, closing started once
+// the first chunk arrived, and returns nil if the stream then ends with
+// [DONE] and all its content.
+func streamThroughShutdown(url string, started chan<- struct{}) error {
+	body := `{"model":"slow-stream","stream":true,"messages":[{"role":"user","content":"drain"}]}`
+	req, err := http.NewRequest("POST", url+"/v1/chat/completions", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+masterKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	content, once := 0, false
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			if content != 6 {
+				return fmt.Errorf("stream ended with %d content chunks, want 6", content)
+			}
+			return nil
+		}
+		if gjson.Get(data, "error").Exists() {
+			return fmt.Errorf("error event: %s", data)
+		}
+		if gjson.Get(data, "choices.0.delta.content").String() != "" {
+			content++
+			if !once {
+				once = true
+				close(started)
+			}
+		}
+	}
+	return fmt.Errorf("stream ended without [DONE] after %d content chunks (%v)", content, sc.Err())
 }
 
 // hermeticEnv is the environment without provider variables, so neither
@@ -525,6 +596,13 @@ func checkUpstream(t *testing.T, reqs []testupstream.Request) {
 					t.Errorf("field %q sent to Anthropic: %.400s", k, b)
 				}
 			}
+		}
+		// The beta SDK call's anthropic-beta header is forwarded.
+		r, ok = find(anthropicMsgs, "beta-marker")
+		if !ok {
+			t.Error("no anthropic request carried the beta.messages call")
+		} else if got := r.Headers["anthropic-beta"]; got != "e2e-beta-2025-01-01" {
+			t.Errorf("anthropic-beta %q reached the upstream, want e2e-beta-2025-01-01", got)
 		}
 		// The Anthropic SDK's own system passes through top-level.
 		r, ok = find(anthropicMsgs, "e2e-anthropic-system")

@@ -48,6 +48,7 @@ type Runtime struct {
 	providers []provider.Provider
 	refs      atomic.Int64
 	retired   atomic.Bool
+	cleaned   atomic.Bool
 	cleanOnce sync.Once
 }
 
@@ -180,6 +181,7 @@ func (rt *Runtime) cleanup() {
 			}
 		}
 		rt.client.CloseIdleConnections()
+		rt.cleaned.Store(true)
 	})
 }
 

@@ -310,7 +310,7 @@ func AnthropicResponseToChat(body []byte, model string) ([]byte, llm.Tokens, err
 		Choices: []llm.Choice{{Message: msg, FinishReason: finishFromAnthropic(r.StopReason)}},
 		Usage:   openAIUsage(tok),
 	}
-	out, err := json.Marshal(&resp)
+	out, err := marshal(&resp)
 	if err != nil {
 		return nil, tok, errs.Internal("encode chat response", err)
 	}

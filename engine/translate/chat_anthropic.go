@@ -138,7 +138,7 @@ func ChatToAnthropic(req *llm.ChatRequest, model string) ([]byte, error) {
 		out.Temperature, out.TopP = nil, nil
 	}
 
-	body, err := json.Marshal(&out)
+	body, err := marshal(&out)
 	if err != nil {
 		return nil, invalid("", "request cannot be encoded for Anthropic").Wrap(err)
 	}
@@ -407,7 +407,7 @@ func ChatResponseToAnthropic(body []byte, model string) ([]byte, llm.Tokens, err
 			out.StopReason = "tool_use"
 		}
 	}
-	b, err := json.Marshal(&out)
+	b, err := marshal(&out)
 	if err != nil {
 		return nil, tok, errs.Internal("encode anthropic response", err)
 	}

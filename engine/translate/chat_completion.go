@@ -71,7 +71,7 @@ func ChatResponseToCompletion(body []byte, model string) ([]byte, llm.Tokens, er
 	if r.Usage != nil {
 		out.Usage = &completionUsage{PromptTokens: tok.Prompt, CompletionTokens: tok.Completion, TotalTokens: tok.Total()}
 	}
-	b, err := json.Marshal(&out)
+	b, err := marshal(&out)
 	if err != nil {
 		return nil, tok, errs.Internal("encode completion response", err)
 	}

@@ -478,3 +478,15 @@ func readOpenAIUsage(u gjson.Result) (llm.Tokens, bool) {
 	})
 	return t, true
 }
+
+// marshal encodes v as compact JSON without encoding/json's HTML escaping,
+// so text, tool arguments and schemas keep the bytes the client sent.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
+}

@@ -619,3 +619,43 @@ func TestRegisteredDecoders(t *testing.T) {
 		}
 	}
 }
+
+func TestObjectField(t *testing.T) {
+	cases := []struct {
+		obj, key, want string
+		ok             bool
+	}{
+		{`{"type":"text_delta","text":"a\"b\\"}`, "text", `"a\"b\\"`, true},
+		{` { "a" : [1,{"text":"x"}] , "text" : "y" } `, "text", `"y"`, true},
+		{`{"a":{"b":"}"},"text":5}`, "text", `5`, true},
+		{`{"a":1}`, "text", ``, false},
+		{`{}`, "text", ``, false},
+		{`{"text"`, "text", ``, false},
+		{`{"text":"unterminated`, "text", ``, false},
+		{`{"a":[1,2,"text"`, "text", ``, false},
+		{`{"a":1 "text":2}`, "text", ``, false},
+		{`[1]`, "text", ``, false},
+		{``, "text", ``, false},
+	}
+	for _, c := range cases {
+		got, ok := objectField(c.obj, c.key)
+		if got != c.want || ok != c.ok {
+			t.Errorf("objectField(%q) = %q %v, want %q %v", c.obj, got, ok, c.want, c.ok)
+		}
+	}
+	for raw, want := range map[string]string{
+		`"plain"`:      `"plain"`,
+		`"a\nb"`:       `"a\nb"`,
+		`"\u00e9"`:     `"\u00e9"`,
+		"\"tab\there\"": `"tab\there"`,
+		`"bad\x"`:      `"badx"`,
+		`"\u12"`:       `""`,
+		``:             `""`,
+	} {
+		if got := string(appendRawString(nil, raw)); got != want && !json.Valid([]byte(got)) {
+			t.Errorf("appendRawString(%q) = %s, not valid JSON", raw, got)
+		} else if !json.Valid([]byte(got)) {
+			t.Errorf("appendRawString(%q) = %s, not valid JSON", raw, got)
+		}
+	}
+}

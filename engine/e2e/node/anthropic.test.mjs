@@ -120,6 +120,38 @@ for (const model of MODELS) {
   });
 }
 
+test('claude-slow-stream: events are relayed as they arrive', async () => {
+  const stream = anthropic().messages.stream({ model: 'claude-slow-stream', max_tokens: 64, messages: [{ role: 'user', content: 'slow' }] });
+  const times = [];
+  stream.on('text', () => times.push(performance.now()));
+  await stream.finalMessage();
+  assert.equal(times.length, 6, `six text deltas, got ${times.length}`);
+  const spread = times.at(-1) - times[0];
+  assert.ok(spread >= 500, `text deltas arrived within ${spread.toFixed(0)} ms of each other; the upstream spread them over 750 ms`);
+});
+
+test('beta.messages.create forwards anthropic-beta to Anthropic', async () => {
+  // The SDK calls /v1/messages?beta=true with the anthropic-beta header; the
+  // harness checks the header reached the upstream.
+  const msg = await anthropic().beta.messages.create({
+    model: 'claude-3-5-sonnet',
+    max_tokens: 16,
+    betas: ['e2e-beta-2025-01-01'],
+    messages: [{ role: 'user', content: 'beta-marker' }],
+  });
+  assert.match(msg.content[0].text, /beta-marker/);
+});
+
+test('non-ASCII text and JSON escapes survive both ways', async () => {
+  const text = 'héllo 🌍 世界 "quoted" \\ back\nslash \u2028';
+  for (const model of ['claude-3-5-sonnet', 'gpt-4o']) {
+    const msg = await anthropic().messages.create({ model, max_tokens: 16, messages: [{ role: 'user', content: text }] });
+    assert.ok(msg.content[0].text.endsWith(text), `${model}: ${JSON.stringify(msg.content[0].text)}`);
+    const streamed = await anthropic().messages.stream({ model, max_tokens: 16, messages: [{ role: 'user', content: text }] }).finalText();
+    assert.ok(streamed.includes(text), `${model} streamed: ${JSON.stringify(streamed)}`);
+  }
+});
+
 describe('parameters', () => {
   // The harness checks upstream how these were translated to OpenAI (stop,
   // user, max_tokens; top_k has no OpenAI equivalent and must be dropped).

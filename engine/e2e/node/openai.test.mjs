@@ -96,6 +96,54 @@ describe('chat completions', () => {
   }
 });
 
+describe('payloads', () => {
+  test('non-ASCII text and JSON escapes survive, streamed and not', async () => {
+    const text = 'héllo 🌍 世界 "quoted" \\ back\nslash \u2028';
+    for (const model of ['gpt-4o', 'claude-3-5-sonnet', 'fast-fallback']) {
+      const res = await openai().chat.completions.create({ model, messages: [{ role: 'user', content: text }] });
+      assert.ok(res.choices[0].message.content.endsWith(text), `${model}: ${JSON.stringify(res.choices[0].message.content)}`);
+      const stream = await openai().chat.completions.create({ model, messages: [{ role: 'user', content: text }], stream: true });
+      let got = '';
+      for await (const c of stream) got += c.choices[0]?.delta?.content ?? '';
+      assert.ok(got.includes(text), `${model} streamed: ${JSON.stringify(got)}`);
+    }
+  });
+
+  test('a 2 MB prompt', async () => {
+    const big = 'x'.repeat(2_000_000);
+    for (const model of ['gpt-4o', 'claude-3-5-sonnet']) {
+      const res = await openai().chat.completions.create({ model, messages: [{ role: 'user', content: big }] });
+      assert.ok(res.choices[0].message.content.endsWith(big), `${model}: reply of ${res.choices[0].message.content.length} chars`);
+    }
+  });
+
+  test('concurrent requests on one client', async () => {
+    const client = openai();
+    const models = ['gpt-4o', 'claude-3-5-sonnet', 'fast-fallback'];
+    const jobs = [];
+    for (let i = 0; i < 30; i++) {
+      const model = models[i % models.length];
+      const content = `concurrent ${i}`;
+      if (i % 2 === 0) {
+        jobs.push(
+          client.chat.completions.create({ model, messages: [{ role: 'user', content }] }).then((r) => {
+            assert.match(r.choices[0].message.content, new RegExp(`${content}$`));
+          }),
+        );
+      } else {
+        jobs.push(
+          client.chat.completions.create({ model, messages: [{ role: 'user', content }], stream: true }).then(async (s) => {
+            let got = '';
+            for await (const c of s) got += c.choices[0]?.delta?.content ?? '';
+            assert.match(got, new RegExp(`${content} w1`));
+          }),
+        );
+      }
+    }
+    await Promise.all(jobs);
+  });
+});
+
 describe('tools', () => {
   for (const model of ['gpt-4o', 'claude-3-5-sonnet']) {
     test(`${model}: tool_calls, not streamed`, async () => {
@@ -189,6 +237,23 @@ describe('chat.completions.stream() helper', () => {
       const runner = openai().chat.completions.stream({ model, messages: [{ role: 'user', content: 'helper text' }] });
       const text = await runner.finalContent();
       assert.match(text, /reply to: helper text w1 w2 w3 w4/);
+    });
+  }
+});
+
+describe('streams are relayed as they arrive', () => {
+  // The upstream waits 150 ms between its 6 content chunks: a gateway that
+  // buffered the stream would deliver them all at once.
+  for (const model of ['slow-stream', 'claude-slow-stream']) {
+    test(`${model}: chunks are not buffered`, async () => {
+      const stream = await openai().chat.completions.create({ model, messages: [{ role: 'user', content: 'slow' }], stream: true });
+      const times = [];
+      for await (const c of stream) {
+        if (c.choices[0]?.delta?.content) times.push(performance.now());
+      }
+      assert.equal(times.length, 6, `six content chunks, got ${times.length}`);
+      const spread = times.at(-1) - times[0];
+      assert.ok(spread >= 500, `content chunks arrived within ${spread.toFixed(0)} ms of each other; the upstream spread them over 750 ms`);
     });
   }
 });

@@ -1,0 +1,96 @@
+// Command portcullis-bench measures what Portcullis adds to a request: it
+// runs a fake upstream, a bare fasthttp reverse proxy and the gateway as
+// separate processes, drives each path (direct, bare hop, Portcullis) with
+// the same load, and reports the differences, the gateway's CPU time per
+// request and its memory. See bench/README.md.
+//
+//	portcullis-bench run [-mode short|full] [-gateway bench/out/portcullis] [-results bench/RESULTS.md] [-strict]
+//	portcullis-bench upstream -listen 127.0.0.1:9100 [-chunks 50] [-gap 5ms] [-delay 0] [-idle-gap 60s]
+//	portcullis-bench bare-hop -listen 127.0.0.1:9101 -upstream 127.0.0.1:9100
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/portcullis/portcullis/bench/internal/barehop"
+	"github.com/portcullis/portcullis/bench/internal/upstream"
+)
+
+func main() {
+	args := os.Args[1:]
+	cmd := "run"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		os.Exit(run(args))
+	case "upstream":
+		os.Exit(serveUpstream(args))
+	case "bare-hop":
+		os.Exit(serveBareHop(args))
+	default:
+		fmt.Fprintf(os.Stderr, "portcullis-bench: unknown command %q (run, upstream, bare-hop)\n", cmd)
+		os.Exit(2)
+	}
+}
+
+// exitAfter ends a helper process after lifetime, so nothing outlives a
+// bench run even if the driver dies without cleaning up.
+func exitAfter(lifetime time.Duration) {
+	if lifetime > 0 {
+		time.AfterFunc(lifetime, func() { os.Exit(0) })
+	}
+}
+
+func serveUpstream(args []string) int {
+	fs := flag.NewFlagSet("upstream", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:9100", "address to serve on")
+	var cfg upstream.Config
+	fs.DurationVar(&cfg.Delay, "delay", 0, "fixed latency added before each response (or its first chunk)")
+	fs.IntVar(&cfg.Chunks, "chunks", 50, "content chunks of a streamed response")
+	fs.DurationVar(&cfg.Gap, "gap", 5*time.Millisecond, "pause between two chunks")
+	fs.DurationVar(&cfg.IdleGap, "idle-gap", time.Minute, "pause between keep-alive comments of an idle stream (/idle/...)")
+	lifetime := fs.Duration("lifetime", 30*time.Minute, "exit after this long")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	raiseNoFile()
+	exitAfter(*lifetime)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := upstream.Server(cfg).Serve(ln); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func serveBareHop(args []string) int {
+	fs := flag.NewFlagSet("bare-hop", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:9101", "address to serve on")
+	up := fs.String("upstream", "127.0.0.1:9100", "upstream host:port")
+	lifetime := fs.Duration("lifetime", 30*time.Minute, "exit after this long")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	raiseNoFile()
+	exitAfter(*lifetime)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := barehop.New(*up).Serve(ln); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,584 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/portcullis/portcullis/bench/internal/loadgen"
+	"github.com/portcullis/portcullis/bench/internal/procstat"
+	"github.com/portcullis/portcullis/bench/internal/report"
+)
+
+// mode is the length of a run.
+type mode struct {
+	name string
+	// (a) pass-through, open loop
+	warmup  time.Duration
+	ptRate  float64
+	ptDur   time.Duration
+	ptConns int
+	// max throughput, closed loop
+	tpConns int
+	tpWarm  time.Duration
+	tpDur   time.Duration
+	// (c) streaming, open loop
+	stRate  float64
+	stDur   time.Duration
+	stConns int
+	chunks  int
+	gap     time.Duration
+	// (e) idle streams
+	idleN    int
+	idleRamp float64
+	idleHold time.Duration
+	// the whole run stops by itself after this
+	maxRuntime time.Duration
+}
+
+var modes = map[string]mode{
+	"short": {
+		name: "short", warmup: time.Second, ptRate: 1000, ptDur: 6 * time.Second, ptConns: 32,
+		tpConns: 64, tpWarm: time.Second, tpDur: 4 * time.Second,
+		stRate: 100, stDur: 6 * time.Second, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
+		idleN: 10000, idleRamp: 4000, idleHold: 2 * time.Second,
+		maxRuntime: 4 * time.Minute,
+	},
+	"full": {
+		name: "full", warmup: 3 * time.Second, ptRate: 1000, ptDur: 30 * time.Second, ptConns: 32,
+		tpConns: 64, tpWarm: 3 * time.Second, tpDur: 20 * time.Second,
+		stRate: 100, stDur: 30 * time.Second, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
+		idleN: 10000, idleRamp: 2000, idleHold: 10 * time.Second,
+		maxRuntime: 20 * time.Minute,
+	},
+}
+
+// target is one path under test.
+type target struct {
+	key, name string
+	addr      string
+	gateway   bool // speaks the gateway's model names
+	proc      *child
+	procLabel string
+}
+
+type bench struct {
+	m       mode
+	out     string
+	up      *child
+	direct  *target
+	bare    *target
+	pc      *target
+	pcWarn  *target
+	streams int
+	log     func(format string, args ...any)
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	modeName := fs.String("mode", "short", "short (make bench, under 3 minutes) or full (make bench-full)")
+	gwBin := fs.String("gateway", "bench/out/portcullis", "the portcullis binary to measure")
+	results := fs.String("results", "bench/RESULTS.md", "results file: compared against, then rewritten")
+	outDir := fs.String("out", "bench/out", "directory for configs and process logs")
+	strict := fs.Bool("strict", false, "exit 1 when a regression against the previous results is flagged")
+	write := fs.Bool("write", true, "rewrite the results file with this run")
+	streams := fs.Int("streams", 0, "idle streams to hold (default 10000)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	m, ok := modes[*modeName]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "unknown mode %q\n", *modeName)
+		return 2
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "[%s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+	// Everything stops by itself: on a signal, and after maxRuntime.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		logf("%v: stopping", s)
+		stopAll()
+		os.Exit(130)
+	}()
+	time.AfterFunc(m.maxRuntime, func() {
+		logf("run exceeded %v: stopping", m.maxRuntime)
+		stopAll()
+		os.Exit(3)
+	})
+	defer stopAll()
+
+	limit := raiseNoFile()
+	b := &bench{m: m, out: *outDir, log: logf, streams: m.idleN}
+	if *streams > 0 {
+		b.streams = *streams
+	}
+	// The gateway holds two descriptors per stream.
+	if maxStreams := (int(limit) - 512) / 2; b.streams > maxStreams {
+		logf("RLIMIT_NOFILE is %d: holding %d idle streams instead of %d", limit, maxStreams, b.streams)
+		b.streams = maxStreams
+	}
+	logf("RLIMIT_NOFILE %d (children inherit it)", limit)
+
+	h := report.Header{
+		Mode: m.name, Machine: cpuModel(), Cores: runtime.NumCPU(), Go: runtime.Version(),
+		Commit: commit(), Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+	}
+	if err := b.setup(*gwBin); err != nil {
+		logf("setup: %v", err)
+		return 2
+	}
+	r, err := b.measure()
+	if err != nil {
+		logf("%v", err)
+		return 2
+	}
+	stopAll()
+
+	md, metrics := render(h, b, r)
+	var prevNote string
+	var regs []report.Regression
+	if prev, err := os.ReadFile(*results); err == nil {
+		ph, pm, err := report.ParseResults(string(prev))
+		if err != nil {
+			prevNote = fmt.Sprintf("The previous %s has no metrics line (%v): nothing compared.", *results, err)
+		} else {
+			var compared []string
+			regs, compared = report.Compare(pm, metrics)
+			prevNote = regressionSection(ph, h, regs, compared, pm, metrics)
+		}
+	} else {
+		prevNote = fmt.Sprintf("No previous %s: nothing compared.", *results)
+	}
+	md += "\n## Regression check against the previous results\n\n" + prevNote + "\n\n" + report.MetricsLine(h, metrics) + "\n"
+	fmt.Print(md)
+	if *write {
+		if err := os.WriteFile(*results, []byte(md), 0o644); err != nil {
+			logf("write %s: %v", *results, err)
+			return 2
+		}
+		logf("wrote %s", *results)
+	}
+	for _, g := range regs {
+		fmt.Fprintln(os.Stderr, g.String())
+	}
+	if *strict && len(regs) > 0 {
+		return 1
+	}
+	return 0
+}
+
+func regressionSection(ph, h report.Header, regs []report.Regression, compared []string, pm, cm report.Metrics) string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "Previous run: %s, commit %s, mode %s, %s (%d cores).", ph.Date, ph.Commit, ph.Mode, ph.Machine, ph.Cores)
+	if ph.Mode != h.Mode || ph.Machine != h.Machine || ph.Cores != h.Cores {
+		s.WriteString(" It was another mode or machine: the comparison is only indicative.")
+	}
+	fmt.Fprintf(&s, " A metric is flagged when it is more than %.0f%% worse (relative to the previous value, or to a small floor for near-zero added latencies).\n\n", 100*report.Threshold)
+	s.WriteString("| metric | previous | this run | change |\n|---|---|---|---|\n")
+	flag := map[string]bool{}
+	for _, r := range regs {
+		flag[r.Rule.Key] = true
+	}
+	for _, rule := range report.Rules {
+		o, ok1 := pm[rule.Key]
+		n, ok2 := cm[rule.Key]
+		if !ok1 || !ok2 {
+			continue
+		}
+		ch := "—"
+		if o != 0 {
+			ch = fmt.Sprintf("%+.1f%%", 100*(n-o)/absf(o))
+		}
+		if flag[rule.Key] {
+			ch += " **REGRESSION**"
+		}
+		fmt.Fprintf(&s, "| %s | %.4g | %.4g | %s |\n", rule.Label, o, n, ch)
+	}
+	if len(compared) == 0 {
+		s.WriteString("\nNo metric in common with the previous run.")
+	} else if len(regs) == 0 {
+		s.WriteString("\nNo regression flagged.")
+	} else {
+		fmt.Fprintf(&s, "\n%d regression(s) flagged.", len(regs))
+	}
+	return s.String()
+}
+
+func absf(v float64) float64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// setup starts the fake upstream, the bare hop and two gateways.
+func (b *bench) setup(gwBin string) error {
+	if err := os.MkdirAll(b.out, 0o755); err != nil {
+		return err
+	}
+	if _, err := os.Stat(gwBin); err != nil {
+		return fmt.Errorf("gateway binary: %w (build it with go build -o %s ./cmd/portcullis)", err, gwBin)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var ports [4]int
+	for i := range ports {
+		if ports[i], err = freePort(); err != nil {
+			return err
+		}
+	}
+	upAddr, bareAddr, gwAddr, gwWarnAddr := hostPort(ports[0]), hostPort(ports[1]), hostPort(ports[2]), hostPort(ports[3])
+	life := (b.m.maxRuntime + time.Minute).String()
+
+	b.up, err = start("fake upstream", filepath.Join(b.out, "upstream.log"), self, "upstream", "-listen", upAddr,
+		"-chunks", fmt.Sprint(b.m.chunks), "-gap", b.m.gap.String(), "-idle-gap", "60s", "-lifetime", life)
+	if err != nil {
+		return err
+	}
+	if err := waitTCP(b.up, upAddr, 10*time.Second); err != nil {
+		return err
+	}
+	bare, err := start("bare hop", filepath.Join(b.out, "bare-hop.log"), self, "bare-hop", "-listen", bareAddr, "-upstream", upAddr, "-lifetime", life)
+	if err != nil {
+		return err
+	}
+	if err := waitTCP(bare, bareAddr, 10*time.Second); err != nil {
+		return err
+	}
+	gw, err := b.startGateway(gwBin, "portcullis", ports[2], ports[0], "")
+	if err != nil {
+		return err
+	}
+	gwWarn, err := b.startGateway(gwBin, "portcullis-warn", ports[3], ports[0], "warn")
+	if err != nil {
+		return err
+	}
+	b.direct = &target{key: "direct", name: "direct", addr: upAddr, proc: b.up, procLabel: "fake upstream"}
+	b.bare = &target{key: "bare", name: "bare hop", addr: bareAddr, proc: bare, procLabel: "bare hop"}
+	b.pc = &target{key: "pc", name: "portcullis", addr: gwAddr, gateway: true, proc: gw, procLabel: "portcullis"}
+	b.pcWarn = &target{key: "pcwarn", name: "portcullis (log: warn)", addr: gwWarnAddr, gateway: true, proc: gwWarn, procLabel: "portcullis"}
+	// One JSON and one streamed request through every path before
+	// measuring anything.
+	for _, t := range []*target{b.direct, b.bare, b.pc, b.pcWarn} {
+		if err := b.probe(t); err != nil {
+			return err
+		}
+	}
+	b.log("upstream %s (pid %d), bare hop %s (pid %d), portcullis %s (pid %d), portcullis log=warn %s (pid %d)",
+		upAddr, b.up.pid(), bareAddr, bare.pid(), gwAddr, gw.pid(), gwWarnAddr, gwWarn.pid())
+	return nil
+}
+
+// gatewayConfig is the LiteLLM config the gateway runs with.
+func gatewayConfig(upPort int, level string) string {
+	s := fmt.Sprintf(`# written by portcullis-bench
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench
+      api_key: sk-bench
+      api_base: http://127.0.0.1:%d/v1
+  - model_name: bench-idle
+    litellm_params:
+      model: openai/bench
+      api_key: sk-bench
+      api_base: http://127.0.0.1:%d/idle/v1
+`, upPort, upPort)
+	if level != "" {
+		s += "portcullis:\n  log:\n    level: " + level + "\n"
+	}
+	return s
+}
+
+func (b *bench) startGateway(bin, name string, port, upPort int, level string) (*child, error) {
+	cfg := filepath.Join(b.out, name+".yaml")
+	if err := os.WriteFile(cfg, []byte(gatewayConfig(upPort, level)), 0o644); err != nil {
+		return nil, err
+	}
+	c, err := start(name, filepath.Join(b.out, name+".log"), bin, "--config", cfg, "--port", fmt.Sprint(port), "--host", "127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	return c, waitReady(c, hostPort(port), 20*time.Second)
+}
+
+const chatBody = `{"model":%q,"messages":[{"role":"system","content":"You are a helpful assistant."},` +
+	`{"role":"user","content":"Say hello to the benchmark, briefly."}],"temperature":0.2,"max_tokens":64%s}`
+
+// request is the request sent to t.
+func (b *bench) request(t *target, stream, idle bool) loadgen.Target {
+	model, path, extra := "bench", "/v1/chat/completions", ""
+	if stream {
+		extra = `,"stream":true`
+	}
+	if idle {
+		if t.gateway {
+			model = "bench-idle"
+		} else {
+			path = "/idle/v1/chat/completions"
+		}
+	}
+	return loadgen.Target{
+		Name: t.name, Addr: t.addr, Path: path,
+		Body:   fmt.Appendf(nil, chatBody, model, extra),
+		Header: []string{"Authorization: Bearer sk-bench"},
+	}
+}
+
+// probe checks that t answers a JSON and a streamed request correctly.
+func (b *bench) probe(t *target) error {
+	for _, stream := range []bool{false, true} {
+		req := b.request(t, stream, false)
+		c, err := loadgen.Dial(req.Addr, nil, req.RequestBytes(), 0)
+		if err != nil {
+			return fmt.Errorf("probe %s: %w", t.name, err)
+		}
+		data, done := 0, false
+		_ = c.Send(loadgen.Now())
+		status, _, err := c.ReadResponse(func(k loadgen.EventKind, _ time.Duration) bool {
+			data += map[bool]int{true: 1}[k == loadgen.EventData]
+			done = done || k == loadgen.EventDone
+			return true
+		})
+		_ = c.Close()
+		switch {
+		case err != nil:
+			return fmt.Errorf("probe %s (stream=%v): %w (see %s)", t.name, stream, err, t.proc.log)
+		case status != 200:
+			return fmt.Errorf("probe %s (stream=%v): HTTP %d (see %s)", t.name, stream, status, t.proc.log)
+		case stream && (data != b.m.chunks || !done):
+			return fmt.Errorf("probe %s: stream had %d data events (done=%v), want %d", t.name, data, done, b.m.chunks)
+		}
+	}
+	return nil
+}
+
+// window samples processes' CPU at the start and end of a measurement
+// window, and their memory at the end.
+type window struct {
+	mu     sync.Mutex
+	pids   []int
+	c0, c1 []procstat.CPU
+	mem    []procstat.Mem
+}
+
+func newWindow(pids ...int) *window {
+	return &window{pids: pids, c0: make([]procstat.CPU, len(pids)), c1: make([]procstat.CPU, len(pids)), mem: make([]procstat.Mem, len(pids))}
+}
+
+func (w *window) on(startWin bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, p := range w.pids {
+		c, _ := procstat.ReadCPU(p)
+		if startWin {
+			w.c0[i] = c
+		} else {
+			w.c1[i] = c
+			w.mem[i], _ = procstat.ReadMem(p)
+		}
+	}
+}
+
+func (w *window) cpu(i int) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.c1[i].Since(w.c0[i])
+}
+
+// side is one target's result in one scenario.
+type side struct {
+	t     *target
+	res   *loadgen.Result
+	cpu   time.Duration // the target's own process over the window
+	upCPU time.Duration // the fake upstream over the window
+	mem   procstat.Mem
+}
+
+// n is the number of requests (or streams) of the window.
+func (s *side) n() int64 { return s.res.OK + s.res.Errors }
+
+// cpuPerReq is in microseconds.
+func (s *side) cpuPerReq() float64 {
+	if s.n() == 0 {
+		return 0
+	}
+	return float64(s.cpu) / 1e3 / float64(s.n())
+}
+
+func (s *side) upCPUPerReq() float64 {
+	if s.n() == 0 {
+		return 0
+	}
+	return float64(s.upCPU) / 1e3 / float64(s.n())
+}
+
+// idleSide is one target's idle-stream result.
+type idleSide struct {
+	t           *target
+	want        int
+	established int64
+	failed      int64
+	firstErr    string
+	elapsed     time.Duration
+	before      procstat.Mem
+	with        procstat.Mem
+	after       procstat.Mem
+	idleCPU     time.Duration // over hold
+	hold        time.Duration
+}
+
+type results struct {
+	pass   []*side
+	tput   []*side
+	stream []*side
+	idle   []*idleSide
+}
+
+func (b *bench) measure() (*results, error) {
+	r := &results{}
+	m := b.m
+	all := []*target{b.direct, b.bare, b.pc, b.pcWarn}
+	three := []*target{b.direct, b.bare, b.pc}
+
+	b.log("(a) pass-through: open loop %v req/s for %v after %v warm-up, %d connections", m.ptRate, m.ptDur, m.warmup, m.ptConns)
+	for _, t := range all {
+		w := newWindow(t.proc.pid(), b.up.pid())
+		res, err := loadgen.RunOpen(loadgen.OpenConfig{
+			Target: b.request(t, false, false), Rate: m.ptRate, Warmup: m.warmup, Duration: m.ptDur,
+			Conns: m.ptConns, OnWindow: w.on,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s := &side{t: t, res: res, cpu: w.cpu(0), upCPU: w.cpu(1), mem: w.mem[0]}
+		r.pass = append(r.pass, s)
+		b.log("  %-24s p50 %s p99 %s  CPU/req %.1f µs  errors %d %s", t.name, us(res.Latency.Quantile(.5)), us(res.Latency.Quantile(.99)), s.cpuPerReq(), res.Errors, res.FirstErr)
+		time.Sleep(300 * time.Millisecond)
+	}
+
+	b.log("max throughput: closed loop, %d connections, %v after %v warm-up", m.tpConns, m.tpDur, m.tpWarm)
+	for _, t := range all {
+		w := newWindow(t.proc.pid(), b.up.pid())
+		res, err := loadgen.RunClosed(loadgen.ClosedConfig{
+			Target: b.request(t, false, false), Conns: m.tpConns, Warmup: m.tpWarm, Duration: m.tpDur, OnWindow: w.on,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s := &side{t: t, res: res, cpu: w.cpu(0), upCPU: w.cpu(1), mem: w.mem[0]}
+		r.tput = append(r.tput, s)
+		b.log("  %-24s %.0f req/s  p50 %s p99 %s  CPU/req %.1f µs  errors %d %s", t.name, res.Throughput(), us(res.Latency.Quantile(.5)), us(res.Latency.Quantile(.99)), s.cpuPerReq(), res.Errors, res.FirstErr)
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	b.log("(c) streaming: %d chunks %v apart, open loop %v streams/s for %v", m.chunks, m.gap, m.stRate, m.stDur)
+	for _, t := range three {
+		w := newWindow(t.proc.pid(), b.up.pid())
+		res, err := loadgen.RunOpen(loadgen.OpenConfig{
+			Target: b.request(t, true, false), Rate: m.stRate, Warmup: m.warmup, Duration: m.stDur,
+			Conns: m.stConns, OnWindow: w.on, Drain: 10 * time.Second,
+			Stream: &loadgen.StreamSpec{Chunks: m.chunks, Gap: m.gap},
+		})
+		if err != nil {
+			return nil, err
+		}
+		s := &side{t: t, res: res, cpu: w.cpu(0), upCPU: w.cpu(1), mem: w.mem[0]}
+		r.stream = append(r.stream, s)
+		b.log("  %-24s TTFB p50 %s p99 %s  gap p50 %s p99 %s  held back %d/%d  errors %d %s", t.name,
+			us(res.TTFB.Quantile(.5)), us(res.TTFB.Quantile(.99)), us(res.Gap.Quantile(.5)), us(res.Gap.Quantile(.99)),
+			res.HeldBack, res.Gaps, res.Errors, res.FirstErr)
+		time.Sleep(300 * time.Millisecond)
+	}
+
+	b.log("(e) %d idle streams, opened at %v/s from 8 loopback addresses, held %v", b.streams, m.idleRamp, m.idleHold)
+	for _, t := range []*target{b.bare, b.pc} {
+		s, err := b.idle(t)
+		if err != nil {
+			return nil, err
+		}
+		r.idle = append(r.idle, s)
+		b.log("  %-24s established %d/%d in %v  RSS %s -> %s (after close %s)  %s", t.name, s.established, s.want,
+			s.elapsed.Round(time.Millisecond), mib(s.before.RSS), mib(s.with.RSS), mib(s.after.RSS), s.firstErr)
+	}
+	return r, nil
+}
+
+// localIPs are the source addresses idle streams are spread over.
+func localIPs() []net.IP {
+	var ips []net.IP
+	for i := 1; i <= 8; i++ {
+		ips = append(ips, net.IPv4(127, 0, 0, byte(i)))
+	}
+	return ips
+}
+
+func (b *bench) idle(t *target) (*idleSide, error) {
+	pid := t.proc.pid()
+	s := &idleSide{t: t, want: b.streams, hold: b.m.idleHold}
+	s.before, _ = procstat.ReadMem(pid)
+	h := loadgen.HoldStreams(loadgen.IdleConfig{
+		Target: b.request(t, true, true), N: b.streams, Ramp: b.m.idleRamp, LocalIPs: localIPs(), Timeout: 60 * time.Second,
+	})
+	defer h.Close()
+	s.established, s.failed, s.firstErr, s.elapsed = h.Established.Load(), h.Failed.Load(), h.FirstErr(), h.Elapsed
+	time.Sleep(time.Second) // let the last streams settle
+	c0, _ := procstat.ReadCPU(pid)
+	time.Sleep(b.m.idleHold)
+	c1, _ := procstat.ReadCPU(pid)
+	s.idleCPU = c1.Since(c0)
+	s.with, _ = procstat.ReadMem(pid)
+	if t.proc.exited() {
+		return s, errors.New(t.name + " exited while holding idle streams; see " + t.proc.log)
+	}
+	h.Close()
+	time.Sleep(2 * time.Second)
+	s.after, _ = procstat.ReadMem(pid)
+	return s, nil
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+func kernel() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(b))
+}
+
+// commit is the short HEAD, marked when the work tree has changes.
+func commit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(out))
+	if exec.Command("git", "diff", "--quiet", "HEAD").Run() != nil {
+		c += " (with uncommitted changes)"
+	}
+	return c
+}

@@ -1,0 +1,35 @@
+package openai
+
+import (
+	"testing"
+)
+
+func TestSetModel(t *testing.T) {
+	for _, tc := range []struct{ in, model, want string }{
+		{`{"model":"gpt","messages":[]}`, "gpt-4o", `{"model":"gpt-4o","messages":[]}`},
+		{`{"messages":[],"model" : "a"}`, "b\"c", `{"messages":[],"model" : "b\"c"}`},
+		{`{"model":"same"}`, "same", `{"model":"same"}`},
+		{`{"messages":[]}`, "m", `{"messages":[],"model":"m"}`},
+		{`{"model":null,"x":1}`, "m", `{"model":"m","x":1}`},
+		{`{"nested":{"model":"no"},"model":"yes"}`, "m", `{"nested":{"model":"no"},"model":"m"}`},
+	} {
+		in := []byte(tc.in)
+		got, err := SetModel(in, tc.model)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("SetModel(%s, %q) = %s, %v; want %s", tc.in, tc.model, got, err, tc.want)
+		}
+		if string(in) != tc.in {
+			t.Errorf("input modified: %s", in)
+		}
+	}
+}
+
+func BenchmarkSetModel(b *testing.B) {
+	body := []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello!"}],"temperature":0.7}`)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := SetModel(body, "gpt-4o-2024-08-06"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

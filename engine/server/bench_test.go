@@ -2,8 +2,8 @@ package server
 
 import (
 	"bufio"
-	"io"
 	"bytes"
+	"io"
 	"net"
 	"sort"
 	"strconv"

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"time"
@@ -23,7 +24,9 @@ import (
 func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 	x := pipeline.Acquire()
 	x.Start = time.Now()
-	x.Ctx = ctx
+	// Not the RequestCtx: its Done closes when shutdown starts, and
+	// in-flight requests and streams are meant to finish during shutdown.
+	x.Ctx = context.Background()
 	x.Dialect = d
 	x.ID = s.requestID(ctx)
 	x.Header = &ctx.Request.Header

@@ -643,19 +643,10 @@ func TestObjectField(t *testing.T) {
 			t.Errorf("objectField(%q) = %q %v, want %q %v", c.obj, got, ok, c.want, c.ok)
 		}
 	}
-	for raw, want := range map[string]string{
-		`"plain"`:      `"plain"`,
-		`"a\nb"`:       `"a\nb"`,
-		`"\u00e9"`:     `"\u00e9"`,
-		"\"tab\there\"": `"tab\there"`,
-		`"bad\x"`:      `"badx"`,
-		`"\u12"`:       `""`,
-		``:             `""`,
-	} {
-		if got := string(appendRawString(nil, raw)); got != want && !json.Valid([]byte(got)) {
-			t.Errorf("appendRawString(%q) = %s, not valid JSON", raw, got)
-		} else if !json.Valid([]byte(got)) {
-			t.Errorf("appendRawString(%q) = %s, not valid JSON", raw, got)
+	// Whatever the upstream literal, the output is one valid JSON string.
+	for _, raw := range []string{`"plain"`, `"a\nb"`, `"\u00e9"`, "\"tab\there\"", `"bad\x"`, `"\u12"`, `"\`, ``} {
+		if got := appendRawString(nil, raw); !json.Valid(got) || got[0] != '"' {
+			t.Errorf("appendRawString(%q) = %s, not a valid JSON string", raw, got)
 		}
 	}
 }

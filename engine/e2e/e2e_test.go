@@ -217,6 +217,18 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// logTail bounds the gateway output printed when the test fails.
+const logTail = 80
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -248,7 +260,7 @@ func startGateway(t *testing.T, bin, name, cfg string, env []string) *gateway {
 			<-g.done
 		}
 		if t.Failed() {
-			t.Logf("gateway %s output:\n%s", name, g.logs.String())
+			t.Logf("gateway %s output (last %d lines):\n%s", name, logTail, tail(g.logs.String(), logTail))
 		}
 	})
 
@@ -391,6 +403,12 @@ func runNode(t *testing.T, node, dir, url, key string, files ...string) {
 	args := append([]string{"--test", "--test-reporter=spec"}, files...)
 	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Dir = dir
+	// node --test runs each file in a child process: on timeout the whole
+	// process group goes, and a child still holding the output pipe cannot
+	// keep Run waiting.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	cmd.Env = append(hermeticEnv(), "PORTCULLIS_URL="+url, "NO_COLOR=1", "FORCE_COLOR=0")
 	if key != "" {
 		cmd.Env = append(cmd.Env, "PORTCULLIS_KEY="+key)

@@ -125,6 +125,10 @@ func (p *Provider) chatBody(r *provider.Request) ([]byte, error) {
 	cc := *c
 	cc.Model = r.Model
 	cc.Stream = r.Stream
+	// stream_options is only sent to providers known to accept it
+	// (Mistral, for one, rejects it with 422), whatever the translation
+	// from the client's dialect asked for.
+	cc.StreamOptions = nil
 	if r.Stream && p.includeUsage {
 		cc.StreamOptions = &llm.StreamOptions{IncludeUsage: true}
 	}

@@ -86,7 +86,34 @@ type RouterSettings struct {
 	DefaultFallbacks       []string
 	ContextWindowFallbacks map[string][]string
 	ContentPolicyFallbacks map[string][]string
+	MaxFallbacks           int
+	// RetryPolicy and AllowedFailsPolicy use LiteLLM's keys
+	// ("RateLimitErrorRetries", "TimeoutErrorAllowedFails").
+	RetryPolicy        map[string]int
+	AllowedFailsPolicy map[string]int
+	// LatencyBuffer is routing_strategy_args.lowest_latency_buffer.
+	LatencyBuffer float64
+	// Portcullis's own router settings (portcullis.router).
+	BackoffBase       time.Duration
+	BackoffMax        time.Duration
+	RetryAfterMax     time.Duration
+	StreamIdleTimeout time.Duration
+	MaxStreamDuration time.Duration
+	// Errors overrides the action per error class (portcullis.router.errors).
+	Errors map[string]ErrorAction
 }
+
+// ErrorAction overrides what the router does for one error class; nil
+// fields keep the default.
+type ErrorAction struct {
+	Retries      *int
+	Fallback     *bool
+	AllowedFails *int
+}
+
+// ErrorClasses are the keys of portcullis.router.errors.
+var ErrorClasses = []string{"bad_request", "auth", "not_found", "timeout", "rate_limit", "quota",
+	"content_policy", "context_window", "server", "connection"}
 
 // LiteLLMSettings is the part of litellm_settings Portcullis reads.
 type LiteLLMSettings struct {
@@ -312,12 +339,24 @@ func readRouter(o *obj, rs *RouterSettings) {
 	if o.has("default_fallbacks") {
 		rs.DefaultFallbacks = o.strs("default_fallbacks")
 	}
+	if o.has("max_fallbacks") {
+		rs.MaxFallbacks = o.integer("max_fallbacks")
+	}
+	rs.RetryPolicy = readPolicy(o.child("retry_policy"), "Retries")
+	rs.AllowedFailsPolicy = readPolicy(o.child("allowed_fails_policy"), "AllowedFails")
+	args := o.child("routing_strategy_args")
+	if args.has("lowest_latency_buffer") {
+		rs.LatencyBuffer, _ = args.num("lowest_latency_buffer")
+	}
+	args.unknown(map[string]string{"ttl": "latency averages are exponential, not windowed"})
+	// Tags filter deployments whenever a request carries them.
+	o.boolean("enable_tag_filtering")
 	o.unknown(map[string]string{
-		"retry_policy": "arrives with the router issue", "allowed_fails_policy": "arrives with the router issue",
-		"retry_after": "", "enable_pre_call_checks": "", "redis_host": "", "redis_port": "", "redis_password": "",
-		"redis_url": "", "model_group_alias": "", "routing_strategy_args": "", "enable_tag_filtering": "",
-		"tag_filtering_match_any": "", "cache_responses": "", "provider_budget_config": "", "model_group_retry_policy": "",
-		"disable_cooldowns": "", "optional_pre_call_checks": "", "max_fallbacks": "", "default_max_parallel_requests": "",
+		"retry_after": "Portcullis honours the upstream's Retry-After; see portcullis.router.backoff_base",
+		"enable_pre_call_checks": "", "redis_host": "", "redis_port": "", "redis_password": "",
+		"redis_url": "", "model_group_alias": "", "tag_filtering_match_any": "", "cache_responses": "",
+		"provider_budget_config": "", "model_group_retry_policy": "", "disable_cooldowns": "",
+		"optional_pre_call_checks": "", "default_max_parallel_requests": "",
 	})
 }
 
@@ -399,7 +438,68 @@ func readModel(o *obj) Model {
 	return m
 }
 
+// readPolicy reads LiteLLM's retry_policy / allowed_fails_policy: keys are
+// an error name plus suffix ("RateLimitErrorRetries").
+func readPolicy(o *obj, suffix string) map[string]int {
+	if o.m == nil {
+		return nil
+	}
+	known := map[string]bool{"BadRequestError": true, "AuthenticationError": true, "TimeoutError": true,
+		"RateLimitError": true, "ContentPolicyViolationError": true, "InternalServerError": true}
+	out := map[string]int{}
+	for k := range o.m {
+		name, ok := strings.CutSuffix(k, suffix)
+		if !ok || !known[name] {
+			o.r.errf(join(o.path, k), "unknown key (want one of BadRequestError, AuthenticationError, TimeoutError, RateLimitError, ContentPolicyViolationError, InternalServerError followed by %s)", suffix)
+			o.used[k] = true
+			continue
+		}
+		out[name] = o.integer(k)
+	}
+	return out
+}
+
+func readRouterExtra(o *obj, rs *RouterSettings) {
+	rs.BackoffBase = o.duration("backoff_base")
+	rs.BackoffMax = o.duration("backoff_max")
+	rs.RetryAfterMax = o.duration("retry_after_max")
+	rs.StreamIdleTimeout = o.duration("stream_idle_timeout")
+	rs.MaxStreamDuration = o.duration("max_stream_duration")
+	e := o.child("errors")
+	if e.m != nil {
+		rs.Errors = map[string]ErrorAction{}
+		for _, cls := range ErrorClasses {
+			if !e.has(cls) {
+				continue
+			}
+			c := e.child(cls)
+			var a ErrorAction
+			if c.has("retries") {
+				v := c.integer("retries")
+				a.Retries = &v
+			}
+			if c.has("fallback") {
+				v := c.boolean("fallback")
+				a.Fallback = &v
+			}
+			if c.has("cooldown") && !c.boolean("cooldown") {
+				v := -1
+				a.AllowedFails = &v
+			}
+			if c.has("allowed_fails") {
+				v := c.integer("allowed_fails")
+				a.AllowedFails = &v
+			}
+			c.unknown(nil)
+			rs.Errors[cls] = a
+		}
+		e.unknown(nil)
+	}
+	o.unknown(nil)
+}
+
 func readPortcullis(o *obj, c *Config) {
+	readRouterExtra(o.child("router"), &c.Router)
 	s := o.child("server")
 	c.Server = ServerSettings{
 		MaxBodyBytes:    s.integer("max_body_bytes"),

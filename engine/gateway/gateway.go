@@ -116,14 +116,16 @@ func Build(cfg *config.Config, o Options) (*Runtime, error) {
 		}
 		deps = append(deps, &route.Deployment{
 			ID: id, ModelName: m.ModelName, ProviderName: m.Provider, UpstreamModel: m.UpstreamModel,
-			Provider: p, Weight: m.Weight, Timeout: timeout, StreamTimeout: st, Mode: m.Info.Mode,
+			Provider: p, Weight: m.Weight, RPM: m.RPM, TPM: m.TPM, MaxParallel: m.MaxParallel, Tags: m.Tags,
+			InputCost: m.InputCostPerToken, OutputCost: m.OutputCostPerToken,
+			Timeout: timeout, StreamTimeout: st, Mode: m.Info.Mode,
 		})
 	}
 	if len(problems) > 0 {
 		rt.cleanup()
 		return nil, &config.Error{Source: cfg.Source, Problems: problems}
 	}
-	rt.Router = route.New(deps, cfg.Router.RoutingStrategy)
+	rt.Router = route.New(deps, routerSettings(&cfg.Router), o.Log, o.Metrics)
 	var mws []pipeline.Middleware
 	if cfg.General.MasterKey != "" {
 		rt.Master = &auth.MasterKey{Key: []byte(cfg.General.MasterKey)}
@@ -141,6 +143,47 @@ func Build(cfg *config.Config, o Options) (*Runtime, error) {
 	}
 	rt.Unknown = o.Metrics.Model("")
 	return rt, nil
+}
+
+// routerSettings compiles router_settings (and portcullis.router) into
+// the router's settings.
+func routerSettings(c *config.RouterSettings) route.Settings {
+	s := route.Settings{
+		Strategy: c.RoutingStrategy, NumRetries: c.NumRetries, AllowedFails: c.AllowedFails, CooldownTime: c.CooldownTime,
+		Fallbacks: c.Fallbacks, DefaultFallbacks: c.DefaultFallbacks, ContextWindowFallbacks: c.ContextWindowFallbacks,
+		ContentPolicyFallbacks: c.ContentPolicyFallbacks, MaxFallbacks: c.MaxFallbacks, LatencyBuffer: c.LatencyBuffer,
+		BackoffBase: c.BackoffBase, BackoffMax: c.BackoffMax, RetryAfterMax: c.RetryAfterMax,
+		StreamIdleTimeout: c.StreamIdleTimeout, MaxStreamDuration: c.MaxStreamDuration,
+		Policy: route.DefaultPolicy(),
+	}
+	for name, n := range c.RetryPolicy {
+		classes, _ := route.ClassByLiteLLMName(name)
+		for _, cls := range classes {
+			s.Policy[cls].Retries = n
+		}
+	}
+	for name, n := range c.AllowedFailsPolicy {
+		classes, _ := route.ClassByLiteLLMName(name)
+		for _, cls := range classes {
+			s.Policy[cls].AllowedFails = n
+		}
+	}
+	for name, a := range c.Errors {
+		cls, ok := route.ClassByName(name)
+		if !ok {
+			continue
+		}
+		if a.Retries != nil {
+			s.Policy[cls].Retries = *a.Retries
+		}
+		if a.Fallback != nil {
+			s.Policy[cls].Fallback = *a.Fallback
+		}
+		if a.AllowedFails != nil {
+			s.Policy[cls].AllowedFails = *a.AllowedFails
+		}
+	}
+	return s
 }
 
 func deploymentID(i int, m *config.Model) string {

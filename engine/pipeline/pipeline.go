@@ -64,13 +64,28 @@ type Exchange struct {
 	// Deadline bounds the whole request; zero means the deployment's.
 	Deadline time.Time
 
+	// Routing inputs read from the request: LiteLLM's "tags" (or
+	// metadata.tags), per-request "fallbacks" and "num_retries".
+	Tags             []string
+	RequestFallbacks []string
+	NumRetries       int
+	NumRetriesSet    bool
+
 	// Filled by the router.
 	DeploymentID string
 	Provider     string
 	// UpstreamModel is the provider's model id that served.
 	UpstreamModel string
 	Attempts      int
+	// FallbacksUsed counts fallback groups moved to; Attempted lists the
+	// deployments that failed before the one that served.
+	FallbacksUsed int
+	Attempted     []string
 	Response      *provider.Response
+	// Meter receives the tokens served, for the deployment's tpm count.
+	Meter interface{ Tokens(n int) }
+	groups [4]string
+	ngroup int
 
 	// Filled by the response path.
 	Status    int
@@ -84,6 +99,26 @@ type Exchange struct {
 	// busy is the serving deployment's in-flight counter, decremented
 	// when the exchange is released (after a stream has ended).
 	busy *atomic.Int64
+}
+
+// MarkGroup records that model group name was tried.
+func (x *Exchange) MarkGroup(name string) {
+	if x.ngroup < len(x.groups) {
+		x.groups[x.ngroup] = name
+	}
+	x.ngroup++
+}
+
+// TriedGroup reports whether model group name was tried (fallback chains
+// longer than four groups may try one twice; the router's max_fallbacks
+// bounds the loop).
+func (x *Exchange) TriedGroup(name string) bool {
+	for i := 0; i < min(x.ngroup, len(x.groups)); i++ {
+		if x.groups[i] == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Hold records that the exchange occupies a slot of counter until Release.

@@ -1,22 +1,22 @@
-// Package route picks the deployment that serves a request and calls it.
+// Package route picks the deployment that serves a request, calls it, and
+// on failure retries, cools deployments down and falls back to other model
+// groups, as LiteLLM's router does, streams included.
 //
 // A Router is built once per snapshot from the model list: deployments that
-// share a model_name form a Group. Picking reads only immutable data and
-// per-deployment atomic counters, so it takes no lock.
+// share a model_name form a Group. Picking reads immutable data and
+// per-deployment atomics only: no lock and no allocation on the request
+// path (BenchmarkPick proves both).
 package route
 
 import (
-	"context"
-	"math/rand/v2"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/portcullis/portcullis/engine/errs"
-	"github.com/portcullis/portcullis/engine/llm"
-	"github.com/portcullis/portcullis/engine/pipeline"
+	"go.uber.org/zap"
+
 	"github.com/portcullis/portcullis/engine/provider"
+	"github.com/portcullis/portcullis/engine/telemetry"
 )
 
 // Deployment is one model_list entry, compiled.
@@ -27,67 +27,181 @@ type Deployment struct {
 	UpstreamModel string
 	Provider      provider.Provider
 	Weight        float64
-	Timeout       time.Duration
+	RPM           int
+	TPM           int
+	MaxParallel   int
+	Tags          []string
+	// Cost is USD per input token plus per output token (0: unknown).
+	InputCost  float64
+	OutputCost float64
+	// Timeout bounds a non-streamed call, and a stream's time to first
+	// token when StreamTimeout is not set.
+	Timeout time.Duration
+	// StreamTimeout bounds a stream's time to first token and the gap
+	// between two events.
 	StreamTimeout time.Duration
 	Mode          string // model_info.mode ("chat", "embedding", "completion")
 
-	inflight atomic.Int64
+	health  health
+	metrics *telemetry.Deployment
 }
 
 // InFlight is the number of calls in progress on d.
-func (d *Deployment) InFlight() int64 { return d.inflight.Load() }
+func (d *Deployment) InFlight() int64 { return d.health.inflight.Load() }
+
+// CoolingDown reports whether d is out of the rotation now.
+func (d *Deployment) CoolingDown() bool { return d.health.coolingDown(time.Now().UnixNano()) }
+
+// Tokens records tokens served, for tpm accounting.
+func (d *Deployment) Tokens(n int) { d.health.countTokens(time.Now().UnixNano(), n) }
+
+// Latency returns the moving averages of call latency and time to first
+// token (0 when unmeasured).
+func (d *Deployment) Latency() (total, ttft time.Duration) {
+	return time.Duration(load(&d.health.latency)), time.Duration(load(&d.health.ttft))
+}
+
+func (d *Deployment) hasTag(t string) bool {
+	for _, x := range d.Tags {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
 
 // Group is the deployments sharing one public model name.
 type Group struct {
 	Name        string
 	Deployments []*Deployment
-	totalWeight float64
+	hasDefault  bool // a deployment is tagged "default"
+	weighKind   uint8 // 1 + what simple-shuffle weighs by (see weighBy)
+	fallbacks   *telemetry.Group
 }
 
-// Strategy orders candidates for one request; it returns the index of the
-// deployment to try.
-type Strategy interface {
-	Pick(g *Group) int
+// Settings are the router's configuration (router_settings, compiled).
+type Settings struct {
+	Strategy               string
+	NumRetries             int
+	AllowedFails           int
+	CooldownTime           time.Duration
+	Fallbacks              map[string][]string
+	DefaultFallbacks       []string
+	ContextWindowFallbacks map[string][]string
+	ContentPolicyFallbacks map[string][]string
+	MaxFallbacks           int
+	Policy                 [numClasses]Action
+	// Backoff between retries: BackoffBase * 2^attempt with full jitter,
+	// at most BackoffMax; an upstream Retry-After raises the wait up to
+	// RetryAfterMax, beyond which the router falls back instead.
+	BackoffBase   time.Duration
+	BackoffMax    time.Duration
+	RetryAfterMax time.Duration
+	// LatencyBuffer: latency-based routing picks at random among
+	// deployments within (1+buffer) of the fastest.
+	LatencyBuffer float64
+	// StreamIdleTimeout bounds the gap between two stream events when a
+	// deployment sets no stream_timeout; 0: none.
+	StreamIdleTimeout time.Duration
+	// MaxStreamDuration bounds a whole stream.
+	MaxStreamDuration time.Duration
 }
+
+// Defaults fills unset settings with LiteLLM's defaults where it has them.
+func (s *Settings) Defaults() {
+	if s.AllowedFails == 0 {
+		s.AllowedFails = 3
+	}
+	if s.CooldownTime == 0 {
+		s.CooldownTime = 5 * time.Second
+	}
+	if s.MaxFallbacks == 0 {
+		s.MaxFallbacks = 5
+	}
+	if s.BackoffBase == 0 {
+		s.BackoffBase = 100 * time.Millisecond
+	}
+	if s.BackoffMax == 0 {
+		s.BackoffMax = 5 * time.Second
+	}
+	if s.RetryAfterMax == 0 {
+		s.RetryAfterMax = 10 * time.Second
+	}
+	if s.LatencyBuffer == 0 {
+		s.LatencyBuffer = 0.1
+	}
+	if s.MaxStreamDuration == 0 {
+		s.MaxStreamDuration = time.Hour
+	}
+	var zero [numClasses]Action
+	if s.Policy == zero {
+		s.Policy = DefaultPolicy()
+	}
+}
+
+type strategy uint8
+
+const (
+	stShuffle strategy = iota
+	stLeastBusy
+	stLatency
+	stUsage
+	stCost
+)
 
 // Router holds the groups of a snapshot.
 type Router struct {
 	groups   map[string]*Group
 	names    []string
 	wildcard []*Group // groups whose name ends in "*", longest prefix first
-	strategy Strategy
+	strategy strategy
+	set      Settings
+	log      *zap.Logger
+	// weightBy is what simple-shuffle weighs by: weight, rpm, tpm or none.
+	weightBy uint8
 }
 
-// New builds a router. strategy names LiteLLM's routing_strategy; the ones
-// not implemented yet fall back to simple-shuffle (the router issue adds
-// them).
-func New(deps []*Deployment, strategy string) *Router {
-	r := &Router{groups: map[string]*Group{}}
+// New builds a router.
+func New(deps []*Deployment, set Settings, log *zap.Logger, m *telemetry.Metrics) *Router {
+	set.Defaults()
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if m == nil {
+		m = telemetry.NewMetrics()
+	}
+	r := &Router{groups: map[string]*Group{}, set: set, log: log}
 	for _, d := range deps {
 		g := r.groups[d.ModelName]
 		if g == nil {
-			g = &Group{Name: d.ModelName}
+			g = &Group{Name: d.ModelName, fallbacks: m.Group(d.ModelName)}
 			r.groups[d.ModelName] = g
 			r.names = append(r.names, d.ModelName)
 		}
-		w := d.Weight
-		if w <= 0 {
-			w = 1
-		}
-		g.totalWeight += w
+		d.metrics = m.Deployment(d.ID, d.ModelName)
 		g.Deployments = append(g.Deployments, d)
+		if d.hasTag("default") {
+			g.hasDefault = true
+		}
 	}
 	for name, g := range r.groups {
+		g.weighKind = weighKindOf(g)
 		if strings.HasSuffix(name, "*") {
 			r.wildcard = append(r.wildcard, g)
 		}
 	}
 	sort.Slice(r.wildcard, func(i, j int) bool { return len(r.wildcard[i].Name) > len(r.wildcard[j].Name) })
-	switch strategy {
+	switch set.Strategy {
 	case "least-busy":
-		r.strategy = leastBusy{}
+		r.strategy = stLeastBusy
+	case "latency-based-routing":
+		r.strategy = stLatency
+	case "usage-based-routing", "usage-based-routing-v2":
+		r.strategy = stUsage
+	case "cost-based-routing":
+		r.strategy = stCost
 	default:
-		r.strategy = shuffle{}
+		r.strategy = stShuffle
 	}
 	return r
 }
@@ -117,117 +231,19 @@ func (r *Router) Group(model string) (*Group, bool) {
 	return nil, false
 }
 
-type shuffle struct{}
-
-// Pick chooses by weight at random (LiteLLM's simple-shuffle).
-func (shuffle) Pick(g *Group) int {
-	if len(g.Deployments) == 1 {
-		return 0
-	}
-	x := rand.Float64() * g.totalWeight
-	for i, d := range g.Deployments {
-		w := d.Weight
-		if w <= 0 {
-			w = 1
-		}
-		if x < w {
-			return i
-		}
-		x -= w
-	}
-	return len(g.Deployments) - 1
-}
-
-type leastBusy struct{}
-
-// Pick chooses the deployment with the fewest calls in flight; ties go to
-// a random one so equal deployments share load.
-func (leastBusy) Pick(g *Group) int {
-	best, bestN, ties := 0, int64(1<<62), 0
-	for i, d := range g.Deployments {
-		n := d.inflight.Load()
-		switch {
-		case n < bestN:
-			best, bestN, ties = i, n, 1
-		case n == bestN:
-			ties++
-			if rand.IntN(ties) == 0 {
-				best = i
+// weighKindOf decides what simple-shuffle weighs a group by, as LiteLLM:
+// weight if any deployment sets one, else rpm, else tpm, else equally.
+func weighKindOf(g *Group) uint8 {
+	for kind, has := range []func(*Deployment) bool{
+		func(d *Deployment) bool { return d.Weight > 0 },
+		func(d *Deployment) bool { return d.RPM > 0 },
+		func(d *Deployment) bool { return d.TPM > 0 },
+	} {
+		for _, d := range g.Deployments {
+			if has(d) {
+				return uint8(kind + 2)
 			}
 		}
 	}
-	return best
-}
-
-// Serve is the terminal handler: pick, call, record.
-func (r *Router) Serve(x *pipeline.Exchange) error {
-	g, ok := r.Group(x.Model)
-	if !ok {
-		e := errs.New(404, errs.CodeModelNotFound, "The model `"+x.Model+"` does not exist or you do not have access to it.")
-		e.Param = "model"
-		return e
-	}
-	d := g.Deployments[r.strategy.Pick(g)]
-	x.DeploymentID, x.Provider = d.ID, d.ProviderName
-	x.UpstreamModel = d.UpstreamModel
-	if strings.HasSuffix(g.Name, "*") && d.UpstreamModel == "*" {
-		// A wildcard deployment passes the requested model on, minus the
-		// group's provider prefix ("openai/*" serving "openai/gpt-4o").
-		x.UpstreamModel = strings.TrimPrefix(x.Model, strings.TrimSuffix(g.Name, "*"))
-	}
-	x.Attempts++
-	return call(x, d)
-}
-
-func call(x *pipeline.Exchange, d *Deployment) error {
-	req := &provider.Request{
-		Dialect: x.Dialect,
-		Body:    x.Body,
-		Model:   x.UpstreamModel,
-		Stream:  x.Stream,
-		Header:  x.Header,
-	}
-	timeout := d.Timeout
-	if x.Stream && d.StreamTimeout > 0 {
-		timeout = d.StreamTimeout
-	}
-	if timeout > 0 {
-		req.Deadline = x.Start.Add(timeout)
-	}
-	if !x.Deadline.IsZero() && (req.Deadline.IsZero() || x.Deadline.Before(req.Deadline)) {
-		req.Deadline = x.Deadline
-	}
-	ctx := x.Ctx
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	x.Hold(&d.inflight)
-	var (
-		resp *provider.Response
-		err  error
-	)
-	switch x.Dialect.Operation() {
-	case llm.OpEmbedding:
-		e, ok := d.Provider.(provider.Embedder)
-		if !ok {
-			x.Unhold()
-			return errs.BadRequest(errs.CodeUnsupported, "model", "model `"+x.Model+"` ("+d.ProviderName+") does not serve embeddings")
-		}
-		resp, err = e.Embed(ctx, req)
-	case llm.OpCompletion:
-		if c, ok := d.Provider.(provider.Completer); ok {
-			resp, err = c.Complete(ctx, req)
-		} else {
-			// Served through chat; the server converts the response.
-			resp, err = d.Provider.Chat(ctx, req)
-		}
-	default:
-		resp, err = d.Provider.Chat(ctx, req)
-	}
-	if err != nil {
-		x.Unhold()
-		return err
-	}
-	x.Response = resp
-	return nil
+	return 1
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -38,14 +40,13 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 		s.fail(ctx, rt, x, e)
 		return
 	}
-	if err := rt.Handler(x); err != nil {
+	err := rt.Handler(x)
+	routingHeaders(ctx, x)
+	if err != nil {
 		s.fail(ctx, rt, x, errs.From(err))
 		return
 	}
 	resp := x.Response
-	if x.DeploymentID != "" {
-		ctx.Response.Header.Set("x-litellm-model-id", x.DeploymentID)
-	}
 	if resp.Stream != nil {
 		s.startStream(ctx, rt, x)
 		return
@@ -63,6 +64,21 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 	// exchange, so it is copied into the client response here.
 	ctx.SetBody(body)
 	s.finish(rt, x)
+}
+
+// routingHeaders names the deployment that served (or was tried last) and
+// what was tried before it, in LiteLLM's headers and ours.
+func routingHeaders(ctx *fasthttp.RequestCtx, x *pipeline.Exchange) {
+	if x.Attempts == 0 {
+		return
+	}
+	h := &ctx.Response.Header
+	h.Set("x-litellm-model-id", x.DeploymentID)
+	h.Set("x-litellm-attempted-fallbacks", strconv.Itoa(x.FallbacksUsed))
+	h.Set("x-litellm-attempted-retries", strconv.Itoa(x.Attempts-1-x.FallbacksUsed))
+	if len(x.Attempted) > 0 {
+		h.Set("x-portcullis-attempted-deployments", strings.Join(x.Attempted, ","))
+	}
 }
 
 // fail writes e, logs and releases.
@@ -92,6 +108,9 @@ func (s *Server) finish(rt *gateway.Runtime, x *pipeline.Exchange) {
 	if x.Stream && x.FirstByte > 0 {
 		m.TTFB.Observe(x.FirstByte.Seconds())
 	}
+	if x.Meter != nil {
+		x.Meter.Tokens(x.Tokens.Total())
+	}
 	if ce := s.log.Check(zap.InfoLevel, "request"); ce != nil {
 		fields := []zap.Field{
 			zap.String("id", x.ID),
@@ -104,6 +123,7 @@ func (s *Server) finish(rt *gateway.Runtime, x *pipeline.Exchange) {
 			zap.Duration("latency", lat),
 			zap.Int("prompt_tokens", x.Tokens.Prompt),
 			zap.Int("completion_tokens", x.Tokens.Completion),
+			zap.Int("attempts", x.Attempts),
 		}
 		if x.Stream && x.FirstByte > 0 {
 			fields = append(fields, zap.Duration("ttfb", x.FirstByte))

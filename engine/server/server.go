@@ -25,6 +25,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"go.uber.org/zap"
@@ -377,7 +378,8 @@ func parse(x *pipeline.Exchange) *errs.Error {
 	if !root.IsObject() {
 		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body must be a JSON object")
 	}
-	var model, stream, msgs, opts gjson.Result
+	var model, stream, msgs, opts, tags, meta, fallbacks, retries gjson.Result
+	strip := 0
 	root.ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
 		case "model":
@@ -388,6 +390,19 @@ func parse(x *pipeline.Exchange) *errs.Error {
 			msgs = v
 		case "stream_options":
 			opts = v
+		case "metadata":
+			meta = v
+		case "tags":
+			tags = v
+			strip++
+		case "fallbacks":
+			fallbacks = v
+			strip++
+		case "num_retries":
+			retries = v
+			strip++
+		case "context_window_fallbacks", "mock_testing_fallbacks":
+			strip++
 		}
 		return true
 	})
@@ -413,5 +428,68 @@ func parse(x *pipeline.Exchange) *errs.Error {
 		}
 	}
 	x.IncludeUsage = opts.Get("include_usage").Type == gjson.True
+	if !tags.Exists() {
+		tags = meta.Get("tags")
+	}
+	var err *errs.Error
+	if x.Tags, err = stringList(tags, "tags"); err != nil {
+		return err
+	}
+	if x.RequestFallbacks, err = stringList(fallbacks, "fallbacks"); err != nil {
+		return err
+	}
+	if retries.Exists() {
+		if retries.Type != gjson.Number || retries.Int() < 0 || retries.Int() > 10 {
+			return errs.BadRequest(errs.CodeInvalidRequest, "num_retries", "'num_retries' must be a whole number from 0 to 10")
+		}
+		x.NumRetries, x.NumRetriesSet = int(retries.Int()), true
+	}
+	if strip > 0 {
+		// Routing fields are the gateway's, not the provider's: OpenAI
+		// rejects unknown parameters. Removing them costs a copy of the
+		// body, paid only by requests that carry them.
+		x.Body = stripKeys(x.Body)
+	}
 	return nil
+}
+
+// gatewayKeys are request fields the gateway consumes and never forwards.
+var gatewayKeys = []string{"tags", "fallbacks", "num_retries", "context_window_fallbacks", "mock_testing_fallbacks"}
+
+func stripKeys(body []byte) []byte {
+	out := append([]byte(nil), body...)
+	for _, k := range gatewayKeys {
+		for gjson.GetBytes(out, k).Exists() {
+			b, err := sjson.DeleteBytes(out, k)
+			if err != nil {
+				break
+			}
+			out = b
+		}
+	}
+	return out
+}
+
+// stringList reads an optional array of strings.
+func stringList(v gjson.Result, param string) ([]string, *errs.Error) {
+	if !v.Exists() || v.Type == gjson.Null {
+		return nil, nil
+	}
+	if !v.IsArray() {
+		return nil, errs.BadRequest(errs.CodeInvalidRequest, param, "'"+param+"' must be an array of strings")
+	}
+	var out []string
+	var bad bool
+	v.ForEach(func(_, e gjson.Result) bool {
+		if e.Type != gjson.String {
+			bad = true
+			return false
+		}
+		out = append(out, e.Str)
+		return true
+	})
+	if bad {
+		return nil, errs.BadRequest(errs.CodeInvalidRequest, param, "'"+param+"' must be an array of strings")
+	}
+	return out, nil
 }

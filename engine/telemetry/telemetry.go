@@ -49,6 +49,9 @@ type Metrics struct {
 	tokens    *prometheus.CounterVec
 	streamErr *prometheus.CounterVec
 	inflight  prometheus.Gauge
+	attempts  *prometheus.CounterVec
+	cooldowns *prometheus.CounterVec
+	fallbacks *prometheus.CounterVec
 
 	mu     sync.Mutex
 	models map[string]*Model
@@ -77,7 +80,16 @@ func NewMetrics() *Metrics {
 	m.inflight = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "portcullis_requests_in_flight", Help: "Requests being served.",
 	})
-	m.Registry.MustRegister(m.requests, m.latency, m.ttfb, m.tokens, m.streamErr, m.inflight,
+	m.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portcullis_deployment_attempts_total", Help: "Upstream attempts per deployment, by outcome (success, failure).",
+	}, []string{"deployment", "model", "outcome"})
+	m.cooldowns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portcullis_deployment_cooldowns_total", Help: "Times a deployment was taken out of the rotation after failures.",
+	}, []string{"deployment", "model"})
+	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portcullis_fallbacks_total", Help: "Requests moved to a fallback model group, by the requested model.",
+	}, []string{"model"})
+	m.Registry.MustRegister(m.requests, m.latency, m.ttfb, m.tokens, m.streamErr, m.inflight, m.attempts, m.cooldowns, m.fallbacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -135,3 +147,40 @@ func (h *Model) StreamError(code string) { h.m.streamErr.WithLabelValues(h.name,
 
 // InFlight is the in-flight gauge.
 func (m *Metrics) InFlight() prometheus.Gauge { return m.inflight }
+
+// Deployment holds a deployment's pre-resolved router metrics.
+type Deployment struct {
+	ok, failed, cooldown prometheus.Counter
+}
+
+// Deployment returns the handle for a deployment.
+func (m *Metrics) Deployment(id, model string) *Deployment {
+	return &Deployment{
+		ok:       m.attempts.WithLabelValues(id, model, "success"),
+		failed:   m.attempts.WithLabelValues(id, model, "failure"),
+		cooldown: m.cooldowns.WithLabelValues(id, model),
+	}
+}
+
+// Attempt counts one upstream attempt.
+func (d *Deployment) Attempt(ok bool) {
+	if ok {
+		d.ok.Inc()
+	} else {
+		d.failed.Inc()
+	}
+}
+
+// Cooldown counts a cooldown.
+func (d *Deployment) Cooldown() { d.cooldown.Inc() }
+
+// Group holds a model group's pre-resolved metrics.
+type Group struct{ fallbacks prometheus.Counter }
+
+// Group returns the handle for a model group.
+func (m *Metrics) Group(name string) *Group {
+	return &Group{fallbacks: m.fallbacks.WithLabelValues(name)}
+}
+
+// Fallback counts a move to a fallback group.
+func (g *Group) Fallback() { g.fallbacks.Inc() }

@@ -127,10 +127,13 @@ func ChatToAnthropic(req *llm.ChatRequest, model string) ([]byte, error) {
 		out.ToolChoice = tc
 	}
 	// Extended thinking, best effort: Anthropic rejects it together with a
-	// forced tool choice (the choice wins) and with non-default sampling
-	// parameters (they are dropped); max_tokens must exceed the budget.
+	// forced tool choice (the choice wins), in a tool loop whose last
+	// assistant turn has no signed thinking block (we never have one: it
+	// is dropped) and with non-default sampling parameters (they are
+	// dropped); max_tokens must exceed the budget.
 	if budget := thinkingBudget(req.ReasoningEffort); budget > 0 &&
-		(out.ToolChoice == nil || out.ToolChoice.Type == "auto" || out.ToolChoice.Type == "none") {
+		(out.ToolChoice == nil || out.ToolChoice.Type == "auto" || out.ToolChoice.Type == "none") &&
+		!lastAssistantUsesTools(msgs) {
 		out.Thinking = &anthThinking{Type: "enabled", BudgetTokens: budget}
 		if out.MaxTokens <= budget {
 			out.MaxTokens += budget
@@ -143,6 +146,23 @@ func ChatToAnthropic(req *llm.ChatRequest, model string) ([]byte, error) {
 		return nil, invalid("", "request cannot be encoded for Anthropic").Wrap(err)
 	}
 	return body, nil
+}
+
+// lastAssistantUsesTools reports whether the last assistant turn calls
+// tools.
+func lastAssistantUsesTools(msgs []anthMessageOut) bool {
+	for k := len(msgs) - 1; k >= 0; k-- {
+		if msgs[k].Role != "assistant" {
+			continue
+		}
+		for j := range msgs[k].blocks {
+			if msgs[k].blocks[j].Type == "tool_use" {
+				return true
+			}
+		}
+		return false
+	}
+	return false
 }
 
 // thinkingBudget maps reasoning_effort to an extended-thinking budget.

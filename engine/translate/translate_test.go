@@ -170,6 +170,7 @@ func TestChatToAnthropicMapping(t *testing.T) {
 		{"thinking drops temperature", `{"model":"m","messages":[` + u + `],"reasoning_effort":"high","temperature":0.5}`, "", "temperature", ``},
 		{"thinking raises max_tokens", `{"model":"m","max_tokens":100,"messages":[` + u + `],"reasoning_effort":"low"}`, "", "max_tokens", `1124`},
 		{"forced tool disables thinking", `{"model":"m","messages":[` + u + `],` + tool + `,"tool_choice":"required","reasoning_effort":"high"}`, "", "thinking", ``},
+		{"tool loop disables thinking", `{"model":"m","messages":[` + u + `,{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"1"}],` + tool + `,"reasoning_effort":"high"}`, "", "thinking", ``},
 		{"system parts joined", `{"model":"m","messages":[{"role":"system","content":"a"},` + u + `,{"role":"developer","content":[{"type":"text","text":"b"}]}]}`, "", "system", `"a\n\nb"`},
 		{"merged users", `{"model":"m","messages":[` + u + `,` + u + `]}`, "", "messages", `[{"content":[{"text":"x","type":"text"},{"text":"x","type":"text"}],"role":"user"}]`},
 		{"empty assistant dropped", `{"model":"m","messages":[` + u + `,{"role":"assistant","content":""},` + u + `]}`, "", "messages", `[{"content":[{"text":"x","type":"text"},{"text":"x","type":"text"}],"role":"user"}]`},

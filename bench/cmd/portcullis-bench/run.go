@@ -51,7 +51,7 @@ var modes = map[string]mode{
 		name: "short", warmup: time.Second, ptRate: 1000, ptDur: 6 * time.Second, ptConns: 32,
 		tpConns: 64, tpWarm: time.Second, tpDur: 4 * time.Second,
 		stRate: 100, stDur: 6 * time.Second, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
-		idleN: 10000, idleRamp: 4000, idleHold: 2 * time.Second,
+		idleN: 10000, idleRamp: 2000, idleHold: 2 * time.Second,
 		maxRuntime: 4 * time.Minute,
 	},
 	"full": {
@@ -81,6 +81,11 @@ type bench struct {
 	pc      *target
 	pcWarn  *target
 	streams int
+	fdLimit uint64
+	sel     map[string]bool
+	// bgStart is the share of the machine other processes used just
+	// before the run.
+	bgStart float64
 	log     func(format string, args ...any)
 }
 
@@ -93,8 +98,17 @@ func run(args []string) int {
 	strict := fs.Bool("strict", false, "exit 1 when a regression against the previous results is flagged")
 	write := fs.Bool("write", true, "rewrite the results file with this run")
 	streams := fs.Int("streams", 0, "idle streams to hold (default 10000)")
+	only := fs.String("only", "", "comma-separated scenarios to run: pass,tput,stream,idle (implies -write=false)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	sel := map[string]bool{"pass": true, "tput": true, "stream": true, "idle": true}
+	if *only != "" {
+		sel = map[string]bool{}
+		for _, x := range strings.Split(*only, ",") {
+			sel[strings.TrimSpace(x)] = true
+		}
+		*write = false
 	}
 	m, ok := modes[*modeName]
 	if !ok {
@@ -121,15 +135,16 @@ func run(args []string) int {
 	defer stopAll()
 
 	limit := raiseNoFile()
-	b := &bench{m: m, out: *outDir, log: logf, streams: m.idleN}
+	b := &bench{m: m, out: *outDir, log: logf, streams: m.idleN, sel: sel}
 	if *streams > 0 {
 		b.streams = *streams
 	}
-	// The gateway holds two descriptors per stream.
-	if maxStreams := (int(limit) - 512) / 2; b.streams > maxStreams {
-		logf("RLIMIT_NOFILE is %d: holding %d idle streams instead of %d", limit, maxStreams, b.streams)
+	// The gateway holds two descriptors per stream, plus a few of its own.
+	if maxStreams := (int(limit) - 100) / 2; b.streams > maxStreams {
+		logf("RLIMIT_NOFILE is %d and cannot be raised here: holding %d idle streams instead of %d", limit, maxStreams, b.streams)
 		b.streams = maxStreams
 	}
+	b.fdLimit = limit
 	logf("RLIMIT_NOFILE %d (children inherit it)", limit)
 
 	h := report.Header{
@@ -140,6 +155,7 @@ func run(args []string) int {
 		logf("setup: %v", err)
 		return 2
 	}
+	b.bgStart = b.waitQuiet()
 	r, err := b.measure()
 	if err != nil {
 		logf("%v", err)
@@ -368,17 +384,37 @@ func (b *bench) probe(t *target) error {
 	return nil
 }
 
-// window samples processes' CPU at the start and end of a measurement
-// window, and their memory at the end.
+// window samples, at the start and end of a measurement window, the CPU
+// time of the target and the upstream, of all the run's processes, and of
+// the whole machine (to tell how much other processes took), and the
+// target's memory at the end.
 type window struct {
 	mu     sync.Mutex
 	pids   []int
 	c0, c1 []procstat.CPU
 	mem    []procstat.Mem
+	o0, o1 time.Duration // the run's processes, generator included
+	g0, g1 procstat.CPU  // the generator (this process)
+	s0, s1 procstat.System
 }
 
 func newWindow(pids ...int) *window {
 	return &window{pids: pids, c0: make([]procstat.CPU, len(pids)), c1: make([]procstat.CPU, len(pids)), mem: make([]procstat.Mem, len(pids))}
+}
+
+// ours is the CPU time of every process of the run.
+func ours() (total time.Duration, self procstat.CPU) {
+	self, _ = procstat.ReadCPU(os.Getpid())
+	total = self.Sched
+	childrenMu.Lock()
+	cs := append([]*child(nil), children...)
+	childrenMu.Unlock()
+	for _, c := range cs {
+		if cpu, err := procstat.ReadCPU(c.pid()); err == nil {
+			total += max(cpu.Sched, cpu.Ticks)
+		}
+	}
+	return total, self
 }
 
 func (w *window) on(startWin bool) {
@@ -393,12 +429,34 @@ func (w *window) on(startWin bool) {
 			w.mem[i], _ = procstat.ReadMem(p)
 		}
 	}
+	o, g := ours()
+	s, _ := procstat.ReadSystem()
+	if startWin {
+		w.o0, w.g0, w.s0 = o, g, s
+	} else {
+		w.o1, w.g1, w.s1 = o, g, s
+	}
 }
 
 func (w *window) cpu(i int) time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.c1[i].Since(w.c0[i])
+}
+
+// load returns the share of the machine's CPU time that processes outside
+// the run used during the window, the hypervisor's steal, and the
+// generator's own CPU time.
+func (w *window) load() (background, steal float64, gen time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	total := w.s1.Total - w.s0.Total
+	gen = w.g1.Since(w.g0)
+	if total <= 0 {
+		return 0, 0, gen
+	}
+	bg := float64(w.s1.Busy-w.s0.Busy-(w.o1-w.o0)) / float64(total)
+	return max(bg, 0), float64(w.s1.Steal-w.s0.Steal) / float64(total), gen
 }
 
 // side is one target's result in one scenario.
@@ -408,6 +466,16 @@ type side struct {
 	cpu   time.Duration // the target's own process over the window
 	upCPU time.Duration // the fake upstream over the window
 	mem   procstat.Mem
+	// bg and steal are the shares of the machine taken by other processes
+	// and by the hypervisor during the window; gen is the generator's CPU.
+	bg, steal float64
+	gen       time.Duration
+}
+
+func newSide(t *target, res *loadgen.Result, w *window) *side {
+	s := &side{t: t, res: res, cpu: w.cpu(0), upCPU: w.cpu(1), mem: w.mem[0]}
+	s.bg, s.steal, s.gen = w.load()
+	return s
 }
 
 // n is the number of requests (or streams) of the window.
@@ -443,6 +511,16 @@ type idleSide struct {
 	hold        time.Duration
 }
 
+// projected is the RSS at n streams, extrapolated from the growth per
+// established stream.
+func (s *idleSide) projected(n int) int64 {
+	if s.established == 0 {
+		return s.with.RSS
+	}
+	per := float64(s.with.RSS-s.before.RSS) / float64(s.established)
+	return s.before.RSS + int64(per*float64(n))
+}
+
 type results struct {
 	pass   []*side
 	tput   []*side
@@ -452,43 +530,68 @@ type results struct {
 
 func (b *bench) measure() (*results, error) {
 	r := &results{}
-	m := b.m
-	all := []*target{b.direct, b.bare, b.pc, b.pcWarn}
-	three := []*target{b.direct, b.bare, b.pc}
+	steps := []struct {
+		key string
+		fn  func(*results) error
+	}{{"pass", b.passThrough}, {"tput", b.throughput}, {"stream", b.streaming}, {"idle", b.idleStreams}}
+	for _, st := range steps {
+		if b.sel[st.key] {
+			if err := st.fn(r); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return r, nil
+}
 
+// passThrough is scenario (a): JSON chat at a fixed rate.
+func (b *bench) passThrough(r *results) error {
+	m := b.m
 	b.log("(a) pass-through: open loop %v req/s for %v after %v warm-up, %d connections", m.ptRate, m.ptDur, m.warmup, m.ptConns)
-	for _, t := range all {
+	for _, t := range []*target{b.direct, b.bare, b.pc, b.pcWarn} {
 		w := newWindow(t.proc.pid(), b.up.pid())
 		res, err := loadgen.RunOpen(loadgen.OpenConfig{
 			Target: b.request(t, false, false), Rate: m.ptRate, Warmup: m.warmup, Duration: m.ptDur,
 			Conns: m.ptConns, OnWindow: w.on,
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		s := &side{t: t, res: res, cpu: w.cpu(0), upCPU: w.cpu(1), mem: w.mem[0]}
+		s := newSide(t, res, w)
 		r.pass = append(r.pass, s)
-		b.log("  %-24s p50 %s p99 %s  CPU/req %.1f µs  errors %d %s", t.name, us(res.Latency.Quantile(.5)), us(res.Latency.Quantile(.99)), s.cpuPerReq(), res.Errors, res.FirstErr)
+		b.log("  %-24s p50 %s p99 %s  CPU/req %.1f µs  errors %d %s  (other processes: %.0f%%)", t.name, us(res.Latency.Quantile(.5)), us(res.Latency.Quantile(.99)),
+			s.cpuPerReq(), res.Errors, res.FirstErr, 100*s.bg)
 		time.Sleep(300 * time.Millisecond)
 	}
+	return nil
+}
 
+// throughput is the closed-loop maximum.
+func (b *bench) throughput(r *results) error {
+	m := b.m
 	b.log("max throughput: closed loop, %d connections, %v after %v warm-up", m.tpConns, m.tpDur, m.tpWarm)
-	for _, t := range all {
+	for _, t := range []*target{b.direct, b.bare, b.pc, b.pcWarn} {
 		w := newWindow(t.proc.pid(), b.up.pid())
 		res, err := loadgen.RunClosed(loadgen.ClosedConfig{
 			Target: b.request(t, false, false), Conns: m.tpConns, Warmup: m.tpWarm, Duration: m.tpDur, OnWindow: w.on,
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		s := &side{t: t, res: res, cpu: w.cpu(0), upCPU: w.cpu(1), mem: w.mem[0]}
+		s := newSide(t, res, w)
 		r.tput = append(r.tput, s)
-		b.log("  %-24s %.0f req/s  p50 %s p99 %s  CPU/req %.1f µs  errors %d %s", t.name, res.Throughput(), us(res.Latency.Quantile(.5)), us(res.Latency.Quantile(.99)), s.cpuPerReq(), res.Errors, res.FirstErr)
+		b.log("  %-24s %.0f req/s  p50 %s p99 %s  CPU/req %.1f µs  errors %d %s  (other processes: %.0f%%)", t.name, res.Throughput(), us(res.Latency.Quantile(.5)),
+			us(res.Latency.Quantile(.99)), s.cpuPerReq(), res.Errors, res.FirstErr, 100*s.bg)
 		time.Sleep(500 * time.Millisecond)
 	}
+	return nil
+}
 
+// streaming is scenario (c).
+func (b *bench) streaming(r *results) error {
+	m := b.m
 	b.log("(c) streaming: %d chunks %v apart, open loop %v streams/s for %v", m.chunks, m.gap, m.stRate, m.stDur)
-	for _, t := range three {
+	for _, t := range []*target{b.direct, b.bare, b.pc} {
 		w := newWindow(t.proc.pid(), b.up.pid())
 		res, err := loadgen.RunOpen(loadgen.OpenConfig{
 			Target: b.request(t, true, false), Rate: m.stRate, Warmup: m.warmup, Duration: m.stDur,
@@ -496,27 +599,58 @@ func (b *bench) measure() (*results, error) {
 			Stream: &loadgen.StreamSpec{Chunks: m.chunks, Gap: m.gap},
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		s := &side{t: t, res: res, cpu: w.cpu(0), upCPU: w.cpu(1), mem: w.mem[0]}
+		s := newSide(t, res, w)
 		r.stream = append(r.stream, s)
-		b.log("  %-24s TTFB p50 %s p99 %s  gap p50 %s p99 %s  held back %d/%d  errors %d %s", t.name,
+		b.log("  %-24s TTFB p50 %s p99 %s  gap p50 %s p99 %s  held back %d/%d  errors %d %s  (other processes: %.0f%%)", t.name,
 			us(res.TTFB.Quantile(.5)), us(res.TTFB.Quantile(.99)), us(res.Gap.Quantile(.5)), us(res.Gap.Quantile(.99)),
-			res.HeldBack, res.Gaps, res.Errors, res.FirstErr)
+			res.HeldBack, res.Gaps, res.Errors, res.FirstErr, 100*s.bg)
 		time.Sleep(300 * time.Millisecond)
 	}
+	return nil
+}
 
-	b.log("(e) %d idle streams, opened at %v/s from 8 loopback addresses, held %v", b.streams, m.idleRamp, m.idleHold)
+// idleStreams is scenario (e).
+func (b *bench) idleStreams(r *results) error {
+	b.log("(e) %d idle streams, opened at %v/s from 8 loopback addresses, held %v", b.streams, b.m.idleRamp, b.m.idleHold)
 	for _, t := range []*target{b.bare, b.pc} {
 		s, err := b.idle(t)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		r.idle = append(r.idle, s)
 		b.log("  %-24s established %d/%d in %v  RSS %s -> %s (after close %s)  %s", t.name, s.established, s.want,
 			s.elapsed.Round(time.Millisecond), mib(s.before.RSS), mib(s.with.RSS), mib(s.after.RSS), s.firstErr)
 	}
-	return r, nil
+	return nil
+}
+
+// waitQuiet waits (a bounded time) for other processes to leave the
+// machine mostly idle, and returns the share of it they used in the last
+// second sampled.
+func (b *bench) waitQuiet() float64 {
+	maxWait := 20 * time.Second
+	if b.m.name == "full" {
+		maxWait = 2 * time.Minute
+	}
+	deadline := time.Now().Add(maxWait)
+	for {
+		w := newWindow()
+		w.on(true)
+		time.Sleep(time.Second)
+		w.on(false)
+		bg, _, _ := w.load()
+		if bg < 0.15 {
+			return bg
+		}
+		if time.Now().After(deadline) {
+			b.log("other processes still use %.0f%% of the machine: measuring anyway (the numbers will be noisy)", 100*bg)
+			return bg
+		}
+		b.log("other processes use %.0f%% of the machine: waiting for it to quieten (up to %v)", 100*bg, maxWait)
+		time.Sleep(2 * time.Second)
+	}
 }
 
 // localIPs are the source addresses idle streams are spread over.

@@ -92,7 +92,7 @@ type Conn struct {
 
 // Dial opens a connection to addr, from local if it is not nil.
 func Dial(addr string, local net.Addr, req []byte, readBuf int) (*Conn, error) {
-	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: local}
+	d := &net.Dialer{Timeout: 15 * time.Second, LocalAddr: local}
 	c := &Conn{req: req, addr: addr, dial: func() (net.Conn, error) { return d.Dial("tcp", addr) }}
 	nc, err := c.dial()
 	if err != nil {

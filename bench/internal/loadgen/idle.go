@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -89,6 +90,8 @@ func HoldStreams(cfg IdleConfig) *Idle {
 			case errors.Is(err, ErrStopped) && status == 200:
 				_ = c.ts.Conn.SetReadDeadline(time.Time{})
 				s.Established.Add(1)
+			case status != 200:
+				fail(fmt.Errorf("HTTP %d before the first data event", status))
 			case err == nil:
 				fail(errors.New("stream ended before its first data event"))
 			default:

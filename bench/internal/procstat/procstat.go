@@ -122,3 +122,42 @@ func ParseStatus(b []byte) Mem {
 	}
 	return m
 }
+
+// System is the machine's CPU time from the first line of /proc/stat.
+type System struct {
+	Busy  time.Duration // user, nice, system, irq, softirq
+	Steal time.Duration // taken by the hypervisor
+	Total time.Duration // all of it, idle and iowait included
+}
+
+// ReadSystem samples /proc/stat.
+func ReadSystem() (System, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return System{}, err
+	}
+	return ParseSystem(b)
+}
+
+// ParseSystem reads the "cpu" line of /proc/stat.
+func ParseSystem(b []byte) (System, error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := bytes.Fields(line)
+	if len(f) < 9 || string(f[0]) != "cpu" {
+		return System{}, errors.New("procstat: malformed /proc/stat")
+	}
+	var v [8]int64
+	for i := range v {
+		n, err := strconv.ParseInt(string(f[i+1]), 10, 64)
+		if err != nil {
+			return System{}, errors.New("procstat: malformed /proc/stat")
+		}
+		v[i] = n
+	}
+	// user nice system idle iowait irq softirq steal
+	var s System
+	s.Busy = time.Duration(v[0]+v[1]+v[2]+v[5]+v[6]) * clockTick
+	s.Steal = time.Duration(v[7]) * clockTick
+	s.Total = time.Duration(v[0]+v[1]+v[2]+v[3]+v[4]+v[5]+v[6]+v[7]) * clockTick
+	return s, nil
+}

@@ -48,3 +48,16 @@ func TestReadSelf(t *testing.T) {
 		t.Fatalf("%+v %v", m, err)
 	}
 }
+
+func TestParseSystem(t *testing.T) {
+	s, err := ParseSystem([]byte("cpu  100 5 50 1000 10 3 2 7 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Busy != 1600*time.Millisecond || s.Steal != 70*time.Millisecond || s.Total != 11770*time.Millisecond {
+		t.Fatalf("%+v", s)
+	}
+	if _, err := ParseSystem([]byte("intr 1 2 3")); err == nil {
+		t.Fatal("want an error")
+	}
+}

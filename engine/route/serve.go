@@ -1,0 +1,387 @@
+package route
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/portcullis/portcullis/engine/errs"
+	"github.com/portcullis/portcullis/engine/llm"
+	"github.com/portcullis/portcullis/engine/pipeline"
+	"github.com/portcullis/portcullis/engine/provider"
+	"github.com/portcullis/portcullis/engine/sse"
+)
+
+// Serve is the terminal handler: pick, call, and on failure retry, cool
+// down and fall back until a deployment answers or nothing is left. For a
+// stream, "answers" means its first event arrived: until then any failure
+// may still be retried or fall back, after it nothing can.
+func (r *Router) Serve(x *pipeline.Exchange) error {
+	primary, ok := r.Group(x.Model)
+	if !ok {
+		e := errs.New(404, errs.CodeModelNotFound, "The model `"+x.Model+"` does not exist or you do not have access to it.")
+		e.Param = "model"
+		return e
+	}
+	fallbacks := r.fallbacksFor(primary.Name, x)
+	switched := false // moved to a context-window or content-policy list
+	g := primary
+	next := 0
+	used := 0
+	for {
+		err := r.tryGroup(x, g, primary)
+		if err == nil {
+			return nil
+		}
+		e := errs.From(err)
+		cls := Classify(e)
+		upstream := e.Provider != "" || errs.CodeOf(e) == errNoDeployment
+		if !upstream {
+			return e
+		}
+		switch {
+		case cls == ClassContextWindow && !switched:
+			fallbacks, next, switched = r.set.ContextWindowFallbacks[primary.Name], 0, true
+		case cls == ClassContentPolicy && !switched:
+			fallbacks, next, switched = r.set.ContentPolicyFallbacks[primary.Name], 0, true
+		case !r.set.Policy[cls].Fallback && errs.CodeOf(e) != errNoDeployment:
+			return e
+		}
+		// The next fallback group that exists and was not tried.
+		var ng *Group
+		for next < len(fallbacks) && ng == nil {
+			name := fallbacks[next]
+			next++
+			if cand, ok := r.groups[name]; ok && cand != g && !x.TriedGroup(name) {
+				ng = cand
+			}
+		}
+		if ng == nil || used >= r.set.MaxFallbacks {
+			return e
+		}
+		used++
+		x.FallbacksUsed = used
+		primary.fallbacks.Fallback()
+		r.log.Info("falling back", zap.String("id", x.ID), zap.String("from", g.Name), zap.String("to", ng.Name),
+			zap.String("error_code", string(e.Code)), zap.Int("status", e.Status))
+		g = ng
+	}
+}
+
+// errNoDeployment is the code when every deployment of a group is cooling
+// down, at capacity or filtered out by tags.
+const errNoDeployment errs.Code = "no_deployment_available"
+
+// fallbacksFor returns the ordered fallback groups: the request body's
+// "fallbacks" win, then router_settings.fallbacks for the group (or "*"),
+// then default_fallbacks.
+func (r *Router) fallbacksFor(group string, x *pipeline.Exchange) []string {
+	if len(x.RequestFallbacks) > 0 {
+		return x.RequestFallbacks
+	}
+	if f, ok := r.set.Fallbacks[group]; ok {
+		return f
+	}
+	if f, ok := r.set.Fallbacks["*"]; ok {
+		return f
+	}
+	return r.set.DefaultFallbacks
+}
+
+// tryGroup tries g until an attempt succeeds or the error's class allows no
+// more retries.
+func (r *Router) tryGroup(x *pipeline.Exchange, g, primary *Group) error {
+	x.MarkGroup(g.Name)
+	f := filter{tags: x.Tags}
+	for attempt := 0; ; attempt++ {
+		f.now = time.Now().UnixNano()
+		d := r.pick(g, &f, x.Stream)
+		if d == nil && f.skip != nil {
+			// The deployment that just failed is the only one left: a
+			// retry may go back to it.
+			f.skip = nil
+			d = r.pick(g, &f, x.Stream)
+		}
+		if d == nil {
+			return r.noDeployment(g, x)
+		}
+		err := r.attempt(x, g, d)
+		if err == nil {
+			return nil
+		}
+		e := errs.From(err)
+		if e.Provider == "" && e.Code != errs.CodeUpstreamTimeout {
+			return e // the gateway's own error (translation, unsupported): nothing to retry
+		}
+		if e.Provider == "" {
+			e.Provider = d.ProviderName
+		}
+		cls := Classify(e)
+		pol := r.set.Policy[cls]
+		allowed := pol.AllowedFails
+		if allowed == -2 {
+			allowed = r.set.AllowedFails
+		}
+		if d.health.fail(time.Now().UnixNano(), allowed, r.set.CooldownTime) {
+			d.metrics.Cooldown()
+			r.log.Warn("deployment cooled down", zap.String("deployment", d.ID), zap.String("model", g.Name),
+				zap.Duration("for", r.set.CooldownTime), zap.String("class", cls.String()))
+		}
+		retries := pol.Retries
+		if retries == -1 {
+			retries = r.set.NumRetries
+			if x.NumRetriesSet {
+				retries = x.NumRetries
+			}
+		}
+		if attempt >= retries {
+			return e
+		}
+		wait := r.backoff(attempt, e.RetryAfter)
+		if wait < 0 || (!x.Deadline.IsZero() && time.Now().Add(wait).After(x.Deadline)) {
+			return e // the upstream asks for a longer wait than we accept: fall back instead
+		}
+		if len(g.Deployments) > 1 {
+			f.skip = d
+		}
+		time.Sleep(wait)
+	}
+}
+
+func (r *Router) noDeployment(g *Group, x *pipeline.Exchange) *errs.Error {
+	msg := "No deployments available for model `" + g.Name + "`"
+	switch {
+	case len(x.Tags) > 0:
+		msg += " matching the request tags, or all of them are cooling down or at capacity"
+	default:
+		msg += ": all are cooling down after failures or at capacity"
+	}
+	e := errs.New(429, errNoDeployment, msg)
+	e.Fallback = true
+	e.RetryAfter = r.set.CooldownTime.Seconds()
+	return e
+}
+
+// backoff is the wait before retry number attempt+1: exponential with full
+// jitter, raised to the upstream's Retry-After; -1 when Retry-After is
+// beyond RetryAfterMax.
+func (r *Router) backoff(attempt int, retryAfter float64) time.Duration {
+	base := r.set.BackoffBase << min(attempt, 20)
+	if base > r.set.BackoffMax || base <= 0 {
+		base = r.set.BackoffMax
+	}
+	wait := time.Duration(rand.Int64N(int64(base)/2+1)) + base/2
+	if retryAfter > 0 {
+		ra := time.Duration(retryAfter * float64(time.Second))
+		if ra > r.set.RetryAfterMax {
+			return -1
+		}
+		if ra > wait {
+			wait = ra
+		}
+	}
+	return wait
+}
+
+// attempt calls d once. For a stream it waits for the first event under the
+// time-to-first-token deadline, so a stream that fails before it is an
+// error here and not a broken response.
+func (r *Router) attempt(x *pipeline.Exchange, g *Group, d *Deployment) error {
+	x.Attempts++
+	x.DeploymentID, x.Provider = d.ID, d.ProviderName
+	x.UpstreamModel = d.UpstreamModel
+	if d.UpstreamModel == "*" {
+		// A wildcard deployment passes the requested model on, minus the
+		// group's prefix ("openai/*" serving "openai/gpt-4o").
+		x.UpstreamModel = x.Model[min(len(x.Model), len(g.Name)-1):]
+	}
+	start := time.Now()
+	d.health.countRequest(start.UnixNano())
+	resp, err := r.call(x, d, start)
+	if err == nil && resp.Stream != nil {
+		err = r.awaitFirst(x, d, resp, start)
+		if err != nil {
+			resp.Release()
+			resp = nil
+		}
+	}
+	if err != nil {
+		x.Unhold()
+		x.Attempted = append(x.Attempted, d.ID)
+		d.metrics.Attempt(false)
+		e := errs.From(err)
+		r.log.Info("attempt failed", zap.String("id", x.ID), zap.String("deployment", d.ID),
+			zap.Int("attempt", x.Attempts), zap.Int("status", e.Status), zap.String("error_code", string(e.Code)),
+			zap.Duration("latency", time.Since(start)))
+		return e
+	}
+	d.metrics.Attempt(true)
+	d.health.succeed()
+	if resp.Stream == nil {
+		observe(&d.health.latency, time.Since(start))
+	}
+	x.Response = resp
+	x.Meter = d
+	return nil
+}
+
+// call sends the request to d's provider.
+func (r *Router) call(x *pipeline.Exchange, d *Deployment, start time.Time) (*provider.Response, error) {
+	req := &provider.Request{
+		Dialect: x.Dialect,
+		Body:    x.Body,
+		Model:   x.UpstreamModel,
+		Stream:  x.Stream,
+		Header:  x.Header,
+	}
+	switch {
+	case x.Stream:
+		// A stream is bounded by its first-token and idle deadlines (see
+		// awaitFirst and idleStream), and as a whole by MaxStreamDuration.
+		req.Deadline = start.Add(r.set.MaxStreamDuration)
+	case d.Timeout > 0:
+		req.Deadline = start.Add(d.Timeout)
+	}
+	if !x.Deadline.IsZero() && (req.Deadline.IsZero() || x.Deadline.Before(req.Deadline)) {
+		req.Deadline = x.Deadline
+	}
+	ctx := x.Ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	x.Hold(&d.health.inflight)
+	switch x.Dialect.Operation() {
+	case llm.OpEmbedding:
+		e, ok := d.Provider.(provider.Embedder)
+		if !ok {
+			return nil, errs.BadRequest(errs.CodeUnsupported, "model", "model `"+x.Model+"` ("+d.ProviderName+") does not serve embeddings")
+		}
+		return e.Embed(ctx, req)
+	case llm.OpCompletion:
+		if c, ok := d.Provider.(provider.Completer); ok {
+			return c.Complete(ctx, req)
+		}
+		// Served through chat; the server converts the response.
+		return d.Provider.Chat(ctx, req)
+	}
+	return d.Provider.Chat(ctx, req)
+}
+
+// ttft returns the time-to-first-token deadline for d, 0 for none.
+func (d *Deployment) ttft() time.Duration {
+	if d.StreamTimeout > 0 {
+		return d.StreamTimeout
+	}
+	return d.Timeout
+}
+
+// awaitFirst reads the stream's first event within the deadline and wraps
+// the stream so the event is replayed and later gaps are bounded.
+func (r *Router) awaitFirst(x *pipeline.Exchange, d *Deployment, resp *provider.Response, start time.Time) error {
+	s := &watched{inner: resp.Stream}
+	if t := d.ttft(); t > 0 {
+		if left := t - time.Since(start); left > 0 {
+			s.arm(left)
+		} else {
+			s.fired.Store(true)
+		}
+	}
+	ev, err := s.inner.Next()
+	s.disarm()
+	if s.fired.Load() {
+		e := errs.New(408, errs.CodeUpstreamTimeout, d.ProviderName+": no first token within "+d.ttft().String())
+		e.Retryable, e.Fallback, e.Provider = true, true, d.ProviderName
+		return e
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			e := errs.New(502, errs.CodeUpstreamProtocol, d.ProviderName+": upstream returned an empty stream")
+			e.Retryable, e.Fallback, e.Provider = true, true, d.ProviderName
+			return e
+		}
+		e := errs.From(err)
+		if e.Provider == "" {
+			e.Provider = d.ProviderName
+		}
+		return e
+	}
+	if isErrorEvent(resp.Dialect, ev) {
+		// An error as the first event (Anthropic's overloaded_error
+		// arrives this way): nothing was sent yet, so it can fall back.
+		e := errs.New(503, errs.CodeUpstream, d.ProviderName+": upstream reported an error before the first token")
+		e.Retryable, e.Fallback, e.Provider = true, true, d.ProviderName
+		return e
+	}
+	observe(&d.health.ttft, time.Since(start))
+	s.first, s.hasFirst = ev, true
+	s.idle = d.StreamTimeout
+	if s.idle == 0 {
+		s.idle = r.set.StreamIdleTimeout
+	}
+	resp.Stream = s
+	return nil
+}
+
+func isErrorEvent(d llm.Dialect, ev sse.Event) bool {
+	if d == llm.AnthropicMessages {
+		return string(ev.Name) == "error"
+	}
+	return len(ev.Data) > 9 && string(ev.Data[:9]) == `{"error":`
+}
+
+// watched wraps an upstream stream: it replays the peeked first event and
+// closes the upstream when no event arrives within the idle timeout, so a
+// stalled upstream ends with an error instead of hanging the client.
+type watched struct {
+	inner    provider.Stream
+	first    sse.Event
+	hasFirst bool
+	idle     time.Duration
+	timer    *time.Timer
+	fired    atomic.Bool
+}
+
+func (s *watched) arm(d time.Duration) {
+	if s.timer == nil {
+		s.timer = time.AfterFunc(d, func() {
+			s.fired.Store(true)
+			_ = s.inner.Close()
+		})
+		return
+	}
+	s.timer.Reset(d)
+}
+
+func (s *watched) disarm() {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+}
+
+func (s *watched) Next() (sse.Event, error) {
+	if s.hasFirst {
+		s.hasFirst = false
+		return s.first, nil
+	}
+	if s.idle > 0 {
+		s.arm(s.idle)
+	}
+	ev, err := s.inner.Next()
+	if s.idle > 0 {
+		s.disarm()
+	}
+	if err != nil && s.fired.Load() {
+		return ev, errs.New(408, errs.CodeUpstreamTimeout, "upstream stream idle for more than "+s.idle.String())
+	}
+	return ev, err
+}
+
+func (s *watched) Close() error {
+	s.disarm()
+	return s.inner.Close()
+}

@@ -352,7 +352,7 @@ func readRouter(o *obj, rs *RouterSettings) {
 	// Tags filter deployments whenever a request carries them.
 	o.boolean("enable_tag_filtering")
 	o.unknown(map[string]string{
-		"retry_after": "Portcullis honours the upstream's Retry-After; see portcullis.router.backoff_base",
+		"retry_after":            "Portcullis honours the upstream's Retry-After; see portcullis.router.backoff_base",
 		"enable_pre_call_checks": "", "redis_host": "", "redis_port": "", "redis_password": "",
 		"redis_url": "", "model_group_alias": "", "tag_filtering_match_any": "", "cache_responses": "",
 		"provider_budget_config": "", "model_group_retry_policy": "", "disable_cooldowns": "",

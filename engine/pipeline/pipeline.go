@@ -83,7 +83,7 @@ type Exchange struct {
 	Attempted     []string
 	Response      *provider.Response
 	// Meter receives the tokens served, for the deployment's tpm count.
-	Meter interface{ Tokens(n int) }
+	Meter  interface{ Tokens(n int) }
 	groups [4]string
 	ngroup int
 

@@ -74,7 +74,7 @@ func (d *Deployment) hasTag(t string) bool {
 type Group struct {
 	Name        string
 	Deployments []*Deployment
-	hasDefault  bool // a deployment is tagged "default"
+	hasDefault  bool  // a deployment is tagged "default"
 	weighKind   uint8 // 1 + what simple-shuffle weighs by (see weighBy)
 	fallbacks   *telemetry.Group
 }

@@ -16,7 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/portcullis/portcullis/engine/auth"
@@ -44,7 +43,7 @@ type Runtime struct {
 	ModelMetrics map[string]*telemetry.Model
 	Unknown      *telemetry.Model
 
-	client    *fasthttp.Client
+	client    *provider.Client
 	providers []provider.Provider
 	refs      atomic.Int64
 	retired   atomic.Bool

@@ -22,8 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/valyala/fasthttp"
-
 	"github.com/portcullis/portcullis/engine/errs"
 	"github.com/portcullis/portcullis/engine/llm"
 	"github.com/portcullis/portcullis/engine/sse"
@@ -68,6 +66,9 @@ type Request struct {
 	Header Headers
 	// Deadline bounds the whole call, stream included. Zero means none.
 	Deadline time.Time
+	// HeaderDeadline, for a stream, bounds the wait for the response
+	// headers (the router's time-to-first-token deadline). Zero: Deadline.
+	HeaderDeadline time.Time
 
 	chat    *llm.ChatRequest
 	chatErr error
@@ -159,7 +160,7 @@ type Spec struct {
 	// Params holds the remaining litellm_params, read only at build time.
 	Params map[string]any
 	// Client is the snapshot's shared upstream HTTP client.
-	Client *fasthttp.Client
+	Client *Client
 }
 
 // Factory builds a provider for one deployment. It validates the spec and

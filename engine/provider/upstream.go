@@ -27,10 +27,40 @@ const DefaultTimeout = 10 * time.Minute
 // maxErrorBody bounds how much of an upstream error body is read.
 const maxErrorBody = 64 << 10
 
-// NewClient returns the upstream HTTP client a snapshot shares between its
-// deployments. Response bodies are buffered unless a call streams.
-func NewClient() *fasthttp.Client {
-	return &fasthttp.Client{
+// Client is the upstream HTTP client a snapshot shares between its
+// deployments: a pooled fasthttp client whose connections are tracked, so
+// that a stream can move its connection from the header deadline (time to
+// first byte) to the stream's own deadline once the headers have arrived.
+// fasthttp sets one read deadline for a whole response, body included.
+type Client struct {
+	*fasthttp.Client
+	conns sync.Map // local address -> net.Conn
+}
+
+type trackedConn struct {
+	net.Conn
+	key   string
+	table *sync.Map
+}
+
+func (c *trackedConn) Close() error {
+	c.table.Delete(c.key)
+	return c.Conn.Close()
+}
+
+// extendDeadline sets the read deadline of the connection resp arrived on.
+func (c *Client) extendDeadline(resp *fasthttp.Response, deadline time.Time) {
+	if v, ok := c.conns.Load(resp.LocalAddr().String()); ok {
+		_ = v.(net.Conn).SetReadDeadline(deadline)
+	}
+}
+
+// NewClient returns a snapshot's upstream client. Response bodies are
+// buffered unless a call streams.
+func NewClient() *Client {
+	c := &Client{}
+	dialer := &fasthttp.TCPDialer{Concurrency: 0, DNSCacheDuration: time.Minute}
+	c.Client = &fasthttp.Client{
 		Name:                          "portcullis",
 		NoDefaultUserAgentHeader:      false,
 		MaxConnsPerHost:               4096,
@@ -44,15 +74,24 @@ func NewClient() *fasthttp.Client {
 		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) {
 			return false, false
 		},
-		Dial: (&fasthttp.TCPDialer{Concurrency: 0, DNSCacheDuration: time.Minute}).Dial,
+		Dial: func(addr string) (net.Conn, error) {
+			conn, err := dialer.Dial(addr)
+			if err != nil {
+				return nil, err
+			}
+			key := conn.LocalAddr().String()
+			c.conns.Store(key, conn)
+			return &trackedConn{Conn: conn, key: key, table: &c.conns}, nil
+		},
 	}
+	return c
 }
 
 // Endpoint is one upstream URL with the headers every call to it carries,
 // precomputed when the deployment is built.
 type Endpoint struct {
 	Provider string
-	Client   *fasthttp.Client
+	Client   *Client
 	URL      string
 	Headers  [][2]string
 	// Secret is scrubbed from any upstream error text.
@@ -90,7 +129,11 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	err := ep.Client.DoDeadline(req, resp, deadline)
+	headerDeadline := deadline
+	if r.Stream && !r.HeaderDeadline.IsZero() && r.HeaderDeadline.Before(deadline) {
+		headerDeadline = r.HeaderDeadline
+	}
+	err := ep.Client.DoDeadline(req, resp, headerDeadline)
 	fasthttp.ReleaseRequest(req)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
@@ -116,6 +159,9 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 	}
 	out := &Response{Dialect: d, Status: status}
 	if r.Stream {
+		if headerDeadline != deadline {
+			ep.Client.extendDeadline(resp, deadline)
+		}
 		out.Stream = &httpStream{resp: resp, ep: ep, rd: sse.NewReader(resp.BodyStream(), 0)}
 		return out, nil
 	}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
 
 	"github.com/portcullis/portcullis/engine/errs"
@@ -221,7 +222,6 @@ func (r *Router) attempt(x *pipeline.Exchange, g *Group, d *Deployment) error {
 		return e
 	}
 	d.metrics.Attempt(true)
-	d.health.succeed()
 	if resp.Stream == nil {
 		observe(&d.health.latency, time.Since(start))
 	}
@@ -242,8 +242,11 @@ func (r *Router) call(x *pipeline.Exchange, d *Deployment, start time.Time) (*pr
 	switch {
 	case x.Stream:
 		// A stream is bounded by its first-token and idle deadlines (see
-		// awaitFirst and idleStream), and as a whole by MaxStreamDuration.
+		// awaitFirst and watched), and as a whole by MaxStreamDuration.
 		req.Deadline = start.Add(r.set.MaxStreamDuration)
+		if t := d.ttft(); t > 0 {
+			req.HeaderDeadline = start.Add(t)
+		}
 	case d.Timeout > 0:
 		req.Deadline = start.Add(d.Timeout)
 	}
@@ -280,8 +283,13 @@ func (d *Deployment) ttft() time.Duration {
 	return d.Timeout
 }
 
-// awaitFirst reads the stream's first event within the deadline and wraps
-// the stream so the event is replayed and later gaps are bounded.
+// awaitFirst reads the stream up to its first token (the first event that
+// carries content, a tool call, a finish or the end) within the deadline,
+// holding back the preamble events before it (OpenAI's role chunk,
+// Anthropic's message_start and ping), so a stream that dies before its
+// first token is an error here, not a broken response, and may fall back.
+// The stream is wrapped so held events are replayed and later gaps are
+// bounded.
 func (r *Router) awaitFirst(x *pipeline.Exchange, d *Deployment, resp *provider.Response, start time.Time) error {
 	s := &watched{inner: resp.Stream}
 	if t := d.ttft(); t > 0 {
@@ -291,40 +299,76 @@ func (r *Router) awaitFirst(x *pipeline.Exchange, d *Deployment, resp *provider.
 			s.fired.Store(true)
 		}
 	}
-	ev, err := s.inner.Next()
-	s.disarm()
-	if s.fired.Load() {
-		e := errs.New(408, errs.CodeUpstreamTimeout, d.ProviderName+": no first token within "+d.ttft().String())
-		e.Retryable, e.Fallback, e.Provider = true, true, d.ProviderName
-		return e
-	}
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			e := errs.New(502, errs.CodeUpstreamProtocol, d.ProviderName+": upstream returned an empty stream")
+	for {
+		ev, err := s.inner.Next()
+		if s.fired.Load() {
+			s.disarm()
+			e := errs.New(408, errs.CodeUpstreamTimeout, d.ProviderName+": no first token within "+d.ttft().String())
 			e.Retryable, e.Fallback, e.Provider = true, true, d.ProviderName
 			return e
 		}
-		e := errs.From(err)
-		if e.Provider == "" {
-			e.Provider = d.ProviderName
+		if err != nil {
+			s.disarm()
+			if errors.Is(err, io.EOF) {
+				e := errs.New(502, errs.CodeUpstreamProtocol, d.ProviderName+": upstream stream ended before the first token")
+				e.Retryable, e.Fallback, e.Provider = true, true, d.ProviderName
+				return e
+			}
+			e := errs.From(err)
+			if e.Provider == "" {
+				e.Provider = d.ProviderName
+			}
+			return e
 		}
-		return e
-	}
-	if isErrorEvent(resp.Dialect, ev) {
-		// An error as the first event (Anthropic's overloaded_error
-		// arrives this way): nothing was sent yet, so it can fall back.
-		e := errs.New(503, errs.CodeUpstream, d.ProviderName+": upstream reported an error before the first token")
-		e.Retryable, e.Fallback, e.Provider = true, true, d.ProviderName
-		return e
+		if isErrorEvent(resp.Dialect, ev) {
+			// An error before the first token (Anthropic's
+			// overloaded_error arrives this way): nothing was sent yet.
+			s.disarm()
+			e := errs.New(503, errs.CodeUpstream, d.ProviderName+": upstream reported an error before the first token")
+			e.Retryable, e.Fallback, e.Provider = true, true, d.ProviderName
+			return e
+		}
+		if isPreamble(resp.Dialect, ev) && len(s.held) < 8 {
+			s.held = append(s.held, sse.Event{Name: append([]byte(nil), ev.Name...), Data: append([]byte(nil), ev.Data...)})
+			continue
+		}
+		s.disarm()
+		s.first, s.hasFirst = ev, true
+		break
 	}
 	observe(&d.health.ttft, time.Since(start))
-	s.first, s.hasFirst = ev, true
 	s.idle = d.StreamTimeout
 	if s.idle == 0 {
 		s.idle = r.set.StreamIdleTimeout
 	}
 	resp.Stream = s
 	return nil
+}
+
+// isPreamble reports whether ev comes before any token: OpenAI's role
+// chunk (empty content, no tool call, no finish), Anthropic's
+// message_start, ping and an empty text block start.
+func isPreamble(d llm.Dialect, ev sse.Event) bool {
+	if d == llm.AnthropicMessages {
+		switch string(ev.Name) {
+		case "message_start", "ping":
+			return true
+		case "content_block_start":
+			return gjson.GetBytes(ev.Data, "content_block.type").Str == "text" &&
+				gjson.GetBytes(ev.Data, "content_block.text").Str == ""
+		}
+		return false
+	}
+	if ev.IsDone() {
+		return false
+	}
+	c := gjson.GetBytes(ev.Data, "choices.0")
+	if !c.Exists() {
+		return false
+	}
+	delta := c.Get("delta")
+	return c.Get("finish_reason").Type == gjson.Null && delta.Get("content").Str == "" &&
+		!delta.Get("tool_calls").Exists() && delta.Get("reasoning_content").Str == "" && delta.Get("refusal").Str == ""
 }
 
 func isErrorEvent(d llm.Dialect, ev sse.Event) bool {
@@ -339,6 +383,7 @@ func isErrorEvent(d llm.Dialect, ev sse.Event) bool {
 // stalled upstream ends with an error instead of hanging the client.
 type watched struct {
 	inner    provider.Stream
+	held     []sse.Event
 	first    sse.Event
 	hasFirst bool
 	idle     time.Duration
@@ -364,6 +409,11 @@ func (s *watched) disarm() {
 }
 
 func (s *watched) Next() (sse.Event, error) {
+	if len(s.held) > 0 {
+		ev := s.held[0]
+		s.held = s.held[1:]
+		return ev, nil
+	}
 	if s.hasFirst {
 		s.hasFirst = false
 		return s.first, nil

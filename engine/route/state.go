@@ -36,8 +36,9 @@ const failWindowLen = int64(time.Minute)
 // coolingDown reports whether now is inside the cooldown.
 func (h *health) coolingDown(now int64) bool { return h.cooldownUntil.Load() > now }
 
-// fail records a failure and reports whether it started a cooldown:
-// more than allowed failures within the window cool the deployment down.
+// fail records a failure and reports whether it started a cooldown: more
+// than allowed failures within a minute cool the deployment down (LiteLLM's
+// allowed_fails; successes in between do not reset the count).
 // allowed < 0 means this error class never cools down; allowed == 0 cools
 // down on the first failure.
 func (h *health) fail(now int64, allowed int, cooldown time.Duration) bool {
@@ -63,14 +64,6 @@ func (h *health) fail(now int64, allowed int, cooldown time.Duration) bool {
 			h.fails.Store(0)
 			return cur <= now // a new cooldown, not an extension
 		}
-	}
-}
-
-// succeed clears the failure count: allowed_fails counts failures that
-// come in a run, as a deployment that answers in between is healthy.
-func (h *health) succeed() {
-	if h.fails.Load() != 0 {
-		h.fails.Store(0)
 	}
 }
 

@@ -83,6 +83,11 @@ model_list:
 
 func newHarness(t testing.TB, extra string, settings config.ServerSettings) *harness {
 	t.Helper()
+	return newHarnessConfig(t, testConfig+extra, settings)
+}
+
+func newHarnessConfig(t testing.TB, src string, settings config.ServerSettings) *harness {
+	t.Helper()
 	up, err := testupstream.Start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +101,7 @@ func newHarness(t testing.TB, extra string, settings config.ServerSettings) *har
 		"MISTRAL_API_KEY":    "mistral-test",
 	}
 	getenv := func(k string) string { return env[k] }
-	cfg, err := config.Parse([]byte(testConfig+extra), "test", getenv)
+	cfg, err := config.Parse([]byte(src), "test", getenv)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -37,12 +38,28 @@ type Request struct {
 	Body    []byte
 }
 
+// Fault makes requests for one upstream model fail, set with SetFault.
+type Fault struct {
+	// Statuses are answered in turn to failing requests (e.g. 429, 500, 503).
+	Statuses []int
+	// Rate: fail this fraction of requests, at random (1: all).
+	Rate float64
+	// Cut: streams end after this many content chunks without a terminal
+	// event (0: not cut; -1: before the first event).
+	Cut int
+	// Message and Code replace the error body's message and code (e.g.
+	// "context_length_exceeded").
+	Message, Code string
+}
+
 // Server is a running fake upstream.
 type Server struct {
-	ln   net.Listener
-	srv  *fasthttp.Server
-	mu   sync.Mutex
-	reqs []Request
+	ln     net.Listener
+	srv    *fasthttp.Server
+	mu     sync.Mutex
+	reqs   []Request
+	faults map[string]*faultState
+	rnd    *rand.Rand
 	// MaxRecorded bounds memory in long runs (0: 10,000).
 	MaxRecorded int
 }
@@ -53,7 +70,7 @@ func Start(addr string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{ln: ln}
+	s := &Server{ln: ln, rnd: rand.New(rand.NewPCG(1, 2))}
 	s.srv = &fasthttp.Server{Handler: s.handle, Name: "testupstream", StreamRequestBody: false, CloseOnShutdown: true}
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil
@@ -83,6 +100,55 @@ func (s *Server) Last() (Request, bool) {
 		return Request{}, false
 	}
 	return s.reqs[len(s.reqs)-1], true
+}
+
+type faultState struct {
+	f Fault
+	n int
+}
+
+// SetFault makes requests naming model fail as f says; a zero Fault clears
+// it.
+func (s *Server) SetFault(model string, f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.faults == nil {
+		s.faults = map[string]*faultState{}
+	}
+	if f.Rate == 0 && f.Cut == 0 {
+		delete(s.faults, model)
+		return
+	}
+	s.faults[model] = &faultState{f: f}
+}
+
+// fault returns the status to fail this request with (0: do not fail),
+// the cut setting and the fault's error text.
+func (s *Server) fault(model string) (int, int, Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.faults[model]
+	if st == nil {
+		return 0, 0, Fault{}
+	}
+	st.n++
+	if st.f.Rate > 0 && len(st.f.Statuses) > 0 && (st.f.Rate >= 1 || s.rnd.Float64() < st.f.Rate) {
+		return st.f.Statuses[st.n%len(st.f.Statuses)], st.f.Cut, st.f
+	}
+	return 0, st.f.Cut, st.f
+}
+
+// CountModel returns how many recorded requests named model.
+func (s *Server) CountModel(model string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.reqs {
+		if gjson.GetBytes(r.Body, "model").String() == model {
+			n++
+		}
+	}
+	return n
 }
 
 // Reset forgets recorded requests.
@@ -222,6 +288,12 @@ func (s *Server) openaiChat(ctx *fasthttp.RequestCtx) {
 	}
 	model := gjson.GetBytes(body, "model").String()
 	b := parseBehaviour(model)
+	st, cut, fault := s.fault(model)
+	if st != 0 {
+		b.fail = st
+	} else if cut != 0 {
+		b.cut = max(cut, 0)
+	}
 	if b.fail != 0 {
 		code := ""
 		switch b.fail {
@@ -230,7 +302,11 @@ func (s *Server) openaiChat(ctx *fasthttp.RequestCtx) {
 		case 401:
 			code = "invalid_api_key"
 		}
-		openaiError(ctx, b.fail, fmt.Sprintf("injected failure %d", b.fail), "api_error", code)
+		msg := fmt.Sprintf("injected failure %d", b.fail)
+		if fault.Message != "" {
+			msg, code = fault.Message, fault.Code
+		}
+		openaiError(ctx, b.fail, msg, "api_error", code)
 		return
 	}
 	time.Sleep(b.delay)
@@ -352,7 +428,17 @@ func (s *Server) anthropic(ctx *fasthttp.RequestCtx) {
 	}
 	model := gjson.GetBytes(body, "model").String()
 	b := parseBehaviour(model)
+	st, cut, fault := s.fault(model)
+	if st != 0 {
+		b.fail = st
+	} else if cut != 0 {
+		b.cut = max(cut, 0)
+	}
 	if b.fail != 0 {
+		if fault.Message != "" {
+			anthropicError(ctx, b.fail, "invalid_request_error", fault.Message)
+			return
+		}
 		typ := map[int]string{400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
 			404: "not_found_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}[b.fail]
 		if typ == "" {

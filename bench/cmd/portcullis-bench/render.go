@@ -119,8 +119,8 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 				fmt.Sprintf("%s vs %s (%.2f×)", usf(pp.cpuPerReq()), usf(pb.cpuPerReq()), pp.cpuPerReq()/pb.cpuPerReq()),
 				fmt.Sprintf("≤ %s", usf(2*pb.cpuPerReq())), pp.cpuPerReq() <= 2*pb.cpuPerReq()},
 		)
-		w("## (a) Pass-through chat, open loop\n\n%.0f req/s for %v after %v warm-up, %d connections; OpenAI request in, `openai/` provider out to the fake upstream (JSON answer, no added latency). Latency is from the intended send time.\n\n",
-			m.ptRate, m.ptDur, m.warmup, m.ptConns)
+		w("## (a) Pass-through chat, open loop\n\n%.0f req/s, %d connections; OpenAI request in, `openai/` provider out to the fake upstream (JSON answer, no added latency). Each path is measured for %d rounds of %v (each after %v of warm-up), the paths taking turns. Latency is from the intended send time.\n\n",
+			m.ptRate, m.ptConns, m.rounds, m.ptDur, m.warmup)
 		w("| path | p50 | p90 | p99 | p99.9 | added p50 | added p99 | CPU/req (own process) | upstream CPU/req | RSS after | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range r.pass {
 			a50, a99 := "—", "—"
@@ -156,7 +156,7 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 		checks = append(checks, check{fmt.Sprintf("max throughput (closed loop, %d connections) ≥ 0.6 × bare hop's", m.tpConns),
 			fmt.Sprintf("%.0f vs %.0f req/s (%.2f×)", tp.res.Throughput(), tb.res.Throughput(), tp.res.Throughput()/tb.res.Throughput()),
 			fmt.Sprintf("≥ %.0f req/s", 0.6*tb.res.Throughput()), tp.res.Throughput() >= 0.6*tb.res.Throughput()})
-		w("## Maximum throughput, closed loop\n\n%d connections, each sending its next request when the previous answer ends, %v after %v warm-up. Latency here is service time (a closed loop has no schedule).\n\n", m.tpConns, m.tpDur, m.tpWarm)
+		w("## Maximum throughput, closed loop\n\n%d connections, each sending its next request when the previous answer ends; %d rounds of %v (each after %v of warm-up) per path, the paths taking turns. Latency here is service time (a closed loop has no schedule).\n\n", m.tpConns, m.rounds, m.tpDur, m.tpWarm)
 		w("| path | req/s | vs bare hop | p50 | p99 | p99.9 | CPU/req (own process) | CPU used (cores) | upstream CPU/req | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range r.tput {
 			l := x.res.Latency
@@ -182,15 +182,17 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 			fmt.Sprintf("%s vs %s", signed(ttfbAdd(sp, .5)), signed(ttfbAdd(sb, .5))),
 			fmt.Sprintf("≤ %s", signed(ttfbAdd(sb, .5)+50)), ttfbAdd(sp, .5) <= ttfbAdd(sb, .5)+50})
 		// A chunk is held back when it reaches the client less than half
-		// the upstream's gap after the previous one. Scheduling hiccups of
-		// the shared machine cause a few on every path, so the gateway is
-		// allowed the bare hop's count plus 0.1% of the gaps.
-		allow := sb.res.HeldBack + int64(math.Ceil(0.001*float64(sp.res.Gaps)))
+		// the upstream's gap after the previous one. A path that buffers
+		// chunks shows that for nearly every gap; one that relays each
+		// chunk at once shows only the scheduling hiccups of the shared
+		// machine, which the bare hop measures in the same run. The
+		// gateway is allowed the bare hop's share plus one percentage point.
+		share := func(x *side) float64 { return float64(x.res.HeldBack) / float64(max(x.res.Gaps, 1)) }
 		checks = append(checks, check{"streaming: no chunk held back",
-			fmt.Sprintf("%d of %d gaps (bare hop %d, direct %d)", sp.res.HeldBack, sp.res.Gaps, sb.res.HeldBack, sd.res.HeldBack),
-			fmt.Sprintf("≤ %d", allow), sp.res.HeldBack <= allow && sp.res.Errors == 0})
-		w("## (c) Streaming, %d chunks %v apart\n\nOpen loop, %.0f streams/s for %v after %v warm-up. TTFB is from the intended send time to the first SSE data event; inter-chunk is the time between consecutive data events at the client. A gap shorter than half the upstream's (%v) counts as a chunk held back.\n\n",
-			m.chunks, m.gap, m.stRate, m.stDur, m.warmup, m.gap/2)
+			fmt.Sprintf("%d of %d gaps, %.2f%% (bare hop %.2f%%, direct %.2f%%)", sp.res.HeldBack, sp.res.Gaps, 100*share(sp), 100*share(sb), 100*share(sd)),
+			fmt.Sprintf("≤ %.2f%%", 100*share(sb)+1), share(sp) <= share(sb)+0.01 && sp.res.Errors == 0})
+		w("## (c) Streaming, %d chunks %v apart\n\nOpen loop, %.0f streams/s, %d rounds of %v (each after %v of warm-up) per path, the paths taking turns. TTFB is from the intended send time to the first SSE data event; inter-chunk is the time between consecutive data events at the client. A gap shorter than half the upstream's (%v) counts as a chunk held back.\n\n",
+			m.chunks, m.gap, m.stRate, m.rounds, m.stDur, m.warmup, m.gap/2)
 		w("| path | TTFB p50 | TTFB p99 | TTFB added p50 | TTFB added p99 | inter-chunk p50 | inter-chunk p99 | inter-chunk added p50 | inter-chunk added p99 | held back | CPU/stream | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range r.stream {
 			t50, t99, g50, g99 := "—", "—", "—", "—"
@@ -236,6 +238,12 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 			}
 			w("| %s | %s | %v | %s | %s | %s | %s | %s | %d | %.1f%% of a core |\n", x.t.name, est, x.elapsed.Round(10*time.Millisecond),
 				mib(x.before.RSS), mib(x.with.RSS), per, mib(x.projected(10000)), mib(x.after.RSS), x.with.Threads, 100*x.idleCPU.Seconds()/x.hold.Seconds())
+		}
+		if ip.rt != nil && ip.rt0 != nil && ip.established > 0 {
+			d := func(k string) float64 { return (ip.rt[k] - ip.rt0[k]) / float64(ip.established) }
+			w("\nThe gateway's Go runtime while holding them (its /metrics): %.0f goroutines (%.2f per stream); heap in use %s (%.1f KiB per stream, %.1f KiB of it live objects); goroutine stacks %s (%.1f KiB per stream).\n",
+				ip.rt["go_goroutines"], d("go_goroutines"), mib(int64(ip.rt["go_memstats_heap_inuse_bytes"])), d("go_memstats_heap_inuse_bytes")/1024,
+				d("go_memstats_heap_alloc_bytes")/1024, mib(int64(ip.rt["go_memstats_stack_inuse_bytes"])), d("go_memstats_stack_inuse_bytes")/1024)
 		}
 		w("\n")
 	}

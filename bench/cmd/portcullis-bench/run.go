@@ -4,12 +4,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +27,10 @@ import (
 // mode is the length of a run.
 type mode struct {
 	name string
+	// rounds: every scenario is measured in rounds, each path in turn,
+	// so that a burst of load from elsewhere on the machine hits every
+	// path alike instead of one. Durations below are per round.
+	rounds int
 	// (a) pass-through, open loop
 	warmup  time.Duration
 	ptRate  float64
@@ -48,16 +56,16 @@ type mode struct {
 
 var modes = map[string]mode{
 	"short": {
-		name: "short", warmup: time.Second, ptRate: 1000, ptDur: 6 * time.Second, ptConns: 32,
-		tpConns: 64, tpWarm: time.Second, tpDur: 4 * time.Second,
-		stRate: 100, stDur: 6 * time.Second, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
+		name: "short", rounds: 3, warmup: 500 * time.Millisecond, ptRate: 1000, ptDur: 2 * time.Second, ptConns: 32,
+		tpConns: 64, tpWarm: 500 * time.Millisecond, tpDur: 1500 * time.Millisecond,
+		stRate: 100, stDur: 2 * time.Second, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
 		idleN: 10000, idleRamp: 2000, idleHold: 2 * time.Second,
 		maxRuntime: 4 * time.Minute,
 	},
 	"full": {
-		name: "full", warmup: 3 * time.Second, ptRate: 1000, ptDur: 30 * time.Second, ptConns: 32,
-		tpConns: 64, tpWarm: 3 * time.Second, tpDur: 20 * time.Second,
-		stRate: 100, stDur: 30 * time.Second, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
+		name: "full", rounds: 10, warmup: time.Second, ptRate: 1000, ptDur: 5 * time.Second, ptConns: 32,
+		tpConns: 64, tpWarm: time.Second, tpDur: 3 * time.Second,
+		stRate: 100, stDur: 5 * time.Second, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
 		idleN: 10000, idleRamp: 2000, idleHold: 10 * time.Second,
 		maxRuntime: 20 * time.Minute,
 	},
@@ -478,6 +486,16 @@ func newSide(t *target, res *loadgen.Result, w *window) *side {
 	return s
 }
 
+// merge adds another round of the same target.
+func (s *side) merge(o *side) {
+	s.res.Merge(o.res)
+	s.cpu += o.cpu
+	s.upCPU += o.upCPU
+	s.gen += o.gen
+	s.mem = o.mem
+	s.bg, s.steal = max(s.bg, o.bg), max(s.steal, o.steal)
+}
+
 // n is the number of requests (or streams) of the window.
 func (s *side) n() int64 { return s.res.OK + s.res.Errors }
 
@@ -509,6 +527,9 @@ type idleSide struct {
 	after       procstat.Mem
 	idleCPU     time.Duration // over hold
 	hold        time.Duration
+	// rt0 and rt are the gateway's Go runtime gauges (from /metrics)
+	// before and while holding the streams; nil for the bare hop.
+	rt0, rt map[string]float64
 }
 
 // projected is the RSS at n streams, extrapolated from the growth per
@@ -544,71 +565,78 @@ func (b *bench) measure() (*results, error) {
 	return r, nil
 }
 
+// rounds measures each target in turn, m.rounds times, with fn running
+// one round for one target; the rounds of a target are merged.
+func (b *bench) rounds(targets []*target, fn func(t *target, w *window) (*loadgen.Result, error), logLine func(s *side) string) ([]*side, error) {
+	sides := make([]*side, len(targets))
+	for round := 0; round < b.m.rounds; round++ {
+		for i, t := range targets {
+			w := newWindow(t.proc.pid(), b.up.pid())
+			res, err := fn(t, w)
+			if err != nil {
+				return nil, err
+			}
+			s := newSide(t, res, w)
+			if sides[i] == nil {
+				sides[i] = s
+			} else {
+				sides[i].merge(s)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	for _, s := range sides {
+		b.log("  %-24s %s  (other processes: up to %.0f%%)", s.t.name, logLine(s), 100*s.bg)
+	}
+	return sides, nil
+}
+
 // passThrough is scenario (a): JSON chat at a fixed rate.
-func (b *bench) passThrough(r *results) error {
+func (b *bench) passThrough(r *results) (err error) {
 	m := b.m
-	b.log("(a) pass-through: open loop %v req/s for %v after %v warm-up, %d connections", m.ptRate, m.ptDur, m.warmup, m.ptConns)
-	for _, t := range []*target{b.direct, b.bare, b.pc, b.pcWarn} {
-		w := newWindow(t.proc.pid(), b.up.pid())
-		res, err := loadgen.RunOpen(loadgen.OpenConfig{
+	b.log("(a) pass-through: open loop %v req/s, %d rounds of %v (after %v warm-up) per path, %d connections", m.ptRate, m.rounds, m.ptDur, m.warmup, m.ptConns)
+	r.pass, err = b.rounds([]*target{b.direct, b.bare, b.pc, b.pcWarn}, func(t *target, w *window) (*loadgen.Result, error) {
+		return loadgen.RunOpen(loadgen.OpenConfig{
 			Target: b.request(t, false, false), Rate: m.ptRate, Warmup: m.warmup, Duration: m.ptDur,
 			Conns: m.ptConns, OnWindow: w.on,
 		})
-		if err != nil {
-			return err
-		}
-		s := newSide(t, res, w)
-		r.pass = append(r.pass, s)
-		b.log("  %-24s p50 %s p99 %s  CPU/req %.1f µs  errors %d %s  (other processes: %.0f%%)", t.name, us(res.Latency.Quantile(.5)), us(res.Latency.Quantile(.99)),
-			s.cpuPerReq(), res.Errors, res.FirstErr, 100*s.bg)
-		time.Sleep(300 * time.Millisecond)
-	}
-	return nil
+	}, func(s *side) string {
+		return fmt.Sprintf("p50 %s p99 %s  CPU/req %s  errors %d %s", us(s.res.Latency.Quantile(.5)), us(s.res.Latency.Quantile(.99)), usf(s.cpuPerReq()), s.res.Errors, s.res.FirstErr)
+	})
+	return err
 }
 
 // throughput is the closed-loop maximum.
-func (b *bench) throughput(r *results) error {
+func (b *bench) throughput(r *results) (err error) {
 	m := b.m
-	b.log("max throughput: closed loop, %d connections, %v after %v warm-up", m.tpConns, m.tpDur, m.tpWarm)
-	for _, t := range []*target{b.direct, b.bare, b.pc, b.pcWarn} {
-		w := newWindow(t.proc.pid(), b.up.pid())
-		res, err := loadgen.RunClosed(loadgen.ClosedConfig{
+	b.log("max throughput: closed loop, %d connections, %d rounds of %v (after %v warm-up) per path", m.tpConns, m.rounds, m.tpDur, m.tpWarm)
+	r.tput, err = b.rounds([]*target{b.direct, b.bare, b.pc, b.pcWarn}, func(t *target, w *window) (*loadgen.Result, error) {
+		return loadgen.RunClosed(loadgen.ClosedConfig{
 			Target: b.request(t, false, false), Conns: m.tpConns, Warmup: m.tpWarm, Duration: m.tpDur, OnWindow: w.on,
 		})
-		if err != nil {
-			return err
-		}
-		s := newSide(t, res, w)
-		r.tput = append(r.tput, s)
-		b.log("  %-24s %.0f req/s  p50 %s p99 %s  CPU/req %.1f µs  errors %d %s  (other processes: %.0f%%)", t.name, res.Throughput(), us(res.Latency.Quantile(.5)),
-			us(res.Latency.Quantile(.99)), s.cpuPerReq(), res.Errors, res.FirstErr, 100*s.bg)
-		time.Sleep(500 * time.Millisecond)
-	}
-	return nil
+	}, func(s *side) string {
+		return fmt.Sprintf("%.0f req/s  p50 %s p99 %s  CPU/req %s  errors %d %s", s.res.Throughput(), us(s.res.Latency.Quantile(.5)), us(s.res.Latency.Quantile(.99)), usf(s.cpuPerReq()), s.res.Errors, s.res.FirstErr)
+	})
+	return err
 }
 
 // streaming is scenario (c).
-func (b *bench) streaming(r *results) error {
+func (b *bench) streaming(r *results) (err error) {
 	m := b.m
-	b.log("(c) streaming: %d chunks %v apart, open loop %v streams/s for %v", m.chunks, m.gap, m.stRate, m.stDur)
-	for _, t := range []*target{b.direct, b.bare, b.pc} {
-		w := newWindow(t.proc.pid(), b.up.pid())
-		res, err := loadgen.RunOpen(loadgen.OpenConfig{
+	b.log("(c) streaming: %d chunks %v apart, open loop %v streams/s, %d rounds of %v per path", m.chunks, m.gap, m.stRate, m.rounds, m.stDur)
+	r.stream, err = b.rounds([]*target{b.direct, b.bare, b.pc}, func(t *target, w *window) (*loadgen.Result, error) {
+		return loadgen.RunOpen(loadgen.OpenConfig{
 			Target: b.request(t, true, false), Rate: m.stRate, Warmup: m.warmup, Duration: m.stDur,
 			Conns: m.stConns, OnWindow: w.on, Drain: 10 * time.Second,
 			Stream: &loadgen.StreamSpec{Chunks: m.chunks, Gap: m.gap},
 		})
-		if err != nil {
-			return err
-		}
-		s := newSide(t, res, w)
-		r.stream = append(r.stream, s)
-		b.log("  %-24s TTFB p50 %s p99 %s  gap p50 %s p99 %s  held back %d/%d  errors %d %s  (other processes: %.0f%%)", t.name,
+	}, func(s *side) string {
+		res := s.res
+		return fmt.Sprintf("TTFB p50 %s p99 %s  gap p50 %s p99 %s  held back %d/%d  errors %d %s",
 			us(res.TTFB.Quantile(.5)), us(res.TTFB.Quantile(.99)), us(res.Gap.Quantile(.5)), us(res.Gap.Quantile(.99)),
-			res.HeldBack, res.Gaps, res.Errors, res.FirstErr, 100*s.bg)
-		time.Sleep(300 * time.Millisecond)
-	}
-	return nil
+			res.HeldBack, res.Gaps, res.Errors, res.FirstErr)
+	})
+	return err
 }
 
 // idleStreams is scenario (e).
@@ -666,6 +694,9 @@ func (b *bench) idle(t *target) (*idleSide, error) {
 	pid := t.proc.pid()
 	s := &idleSide{t: t, want: b.streams, hold: b.m.idleHold}
 	s.before, _ = procstat.ReadMem(pid)
+	if t.gateway {
+		s.rt0 = scrapeRuntime(t.addr)
+	}
 	h := loadgen.HoldStreams(loadgen.IdleConfig{
 		Target: b.request(t, true, true), N: b.streams, Ramp: b.m.idleRamp, LocalIPs: localIPs(), Timeout: 60 * time.Second,
 	})
@@ -677,6 +708,9 @@ func (b *bench) idle(t *target) (*idleSide, error) {
 	c1, _ := procstat.ReadCPU(pid)
 	s.idleCPU = c1.Since(c0)
 	s.with, _ = procstat.ReadMem(pid)
+	if t.gateway {
+		s.rt = scrapeRuntime(t.addr)
+	}
 	if t.proc.exited() {
 		return s, errors.New(t.name + " exited while holding idle streams; see " + t.proc.log)
 	}
@@ -684,6 +718,34 @@ func (b *bench) idle(t *target) (*idleSide, error) {
 	time.Sleep(2 * time.Second)
 	s.after, _ = procstat.ReadMem(pid)
 	return s, nil
+}
+
+// runtimeGauges are the Go runtime gauges read from the gateway's /metrics.
+var runtimeGauges = []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_heap_alloc_bytes"}
+
+// scrapeRuntime reads runtimeGauges from http://addr/metrics.
+func scrapeRuntime(addr string) map[string]float64 {
+	cl := &http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(body), "\n") {
+		name, val, ok := strings.Cut(l, " ")
+		if !ok || !slices.Contains(runtimeGauges, name) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
 }
 
 func cpuModel() string {

@@ -432,3 +432,20 @@ func RunClosed(cfg ClosedConfig) (*Result, error) {
 	defer rec.mu.Unlock()
 	return rec.r, nil
 }
+
+// Merge adds o's measurements to r (rounds of the same scenario).
+func (r *Result) Merge(o *Result) {
+	r.Latency.Merge(o.Latency)
+	r.Service.Merge(o.Service)
+	r.SendLag.Merge(o.SendLag)
+	r.TTFB.Merge(o.TTFB)
+	r.Gap.Merge(o.Gap)
+	r.HeldBack += o.HeldBack
+	r.Gaps += o.Gaps
+	r.OK += o.OK
+	r.Errors += o.Errors
+	if r.FirstErr == "" {
+		r.FirstErr = o.FirstErr
+	}
+	r.Window += o.Window
+}

@@ -26,6 +26,9 @@ type Config struct {
 	General GeneralSettings
 	Server  ServerSettings
 	Log     LogSettings
+	Storage StorageSettings
+	Spend   SpendSettings
+	Auth    AuthSettings
 	// Warnings are non-fatal findings (unknown keys, unset variables).
 	Warnings []Problem
 	// Source is the file path, or "embedded".
@@ -54,9 +57,13 @@ type Model struct {
 	Tags          []string
 	Region        string
 	Headers       map[string]string
-	// Cost per token in USD (litellm_params or model_info).
+	// Cost per token in USD (litellm_params or model_info), LiteLLM's
+	// names; 0 means "use the price table".
 	InputCostPerToken  float64
 	OutputCostPerToken float64
+	CacheReadCost      float64 // cache_read_input_token_cost
+	CacheWriteCost     float64 // cache_creation_input_token_cost
+	ReasoningCost      float64 // output_cost_per_reasoning_token
 	// ID is model_info.id, or derived from the entry when absent.
 	ID   string
 	Info ModelInfo
@@ -138,6 +145,28 @@ type ServerSettings struct {
 	TLSCertFile     string
 	TLSKeyFile      string
 	MaxConns        int
+}
+
+// StorageSettings is portcullis.storage (and general_settings.database_url).
+type StorageSettings struct {
+	// Path is the SQLite file (default "portcullis.db"); "" with
+	// Disabled keeps nothing.
+	Path     string
+	Disabled bool
+}
+
+// SpendSettings is portcullis.spend.
+type SpendSettings struct {
+	FlushInterval time.Duration // default 100ms
+	Strict        bool          // commit before the response's last byte
+}
+
+// AuthSettings is portcullis.auth.
+type AuthSettings struct {
+	// AllowAnonymous serves LLM requests that carry no key even when a
+	// master key is set (the development default of `make run`); a key
+	// that is sent is always checked.
+	AllowAnonymous bool
 }
 
 // LogSettings is portcullis.log.
@@ -232,9 +261,6 @@ func readGeneral(o *obj) GeneralSettings {
 		if g.MasterKey == "" {
 			g.MasterKey = o.r.getenv("LITELLM_MASTER_KEY")
 		}
-	}
-	if g.MasterKey != "" && !strings.HasPrefix(g.MasterKey, "sk-") {
-		o.r.warnf(join(o.path, "master_key"), "LiteLLM expects the master key to start with \"sk-\"")
 	}
 	o.unknown(map[string]string{
 		"alerting": "", "alerting_threshold": "", "proxy_batch_write_at": "", "database_connection_pool_limit": "",
@@ -365,7 +391,8 @@ var paramKeys = map[string]bool{
 	"model": true, "api_key": true, "api_base": true, "base_url": true, "api_version": true, "organization": true,
 	"rpm": true, "tpm": true, "max_parallel_requests": true, "weight": true, "order": true, "timeout": true,
 	"stream_timeout": true, "max_retries": true, "tags": true, "region_name": true, "extra_headers": true,
-	"input_cost_per_token": true, "output_cost_per_token": true,
+	"input_cost_per_token": true, "output_cost_per_token": true, "cache_read_input_token_cost": true,
+	"cache_creation_input_token_cost": true, "output_cost_per_reasoning_token": true,
 }
 
 func readModel(o *obj) Model {
@@ -404,6 +431,9 @@ func readModel(o *obj) Model {
 	m.Headers = p.strMap("extra_headers")
 	m.InputCostPerToken, _ = p.num("input_cost_per_token")
 	m.OutputCostPerToken, _ = p.num("output_cost_per_token")
+	m.CacheReadCost, _ = p.num("cache_read_input_token_cost")
+	m.CacheWriteCost, _ = p.num("cache_creation_input_token_cost")
+	m.ReasoningCost, _ = p.num("output_cost_per_reasoning_token")
 	m.Params = map[string]any{}
 	for k, v := range p.m {
 		if !paramKeys[k] {
@@ -427,6 +457,15 @@ func readModel(o *obj) Model {
 	}
 	if info.has("output_cost_per_token") && m.OutputCostPerToken == 0 {
 		m.OutputCostPerToken, _ = info.num("output_cost_per_token")
+	}
+	for _, f := range []struct {
+		k string
+		v *float64
+	}{{"cache_read_input_token_cost", &m.CacheReadCost}, {"cache_creation_input_token_cost", &m.CacheWriteCost},
+		{"output_cost_per_reasoning_token", &m.ReasoningCost}} {
+		if info.has(f.k) && *f.v == 0 {
+			*f.v, _ = info.num(f.k)
+		}
 	}
 	// model_info is free-form metadata in LiteLLM: other keys are kept
 	// silently.
@@ -515,6 +554,28 @@ func readPortcullis(o *obj, c *Config) {
 		o.r.errf(s.path, "tls_cert_file and tls_key_file go together")
 	}
 	s.unknown(nil)
+	st := o.child("storage")
+	c.Storage = StorageSettings{Path: st.str("path"), Disabled: st.boolean("disabled")}
+	st.unknown(nil)
+	if c.Storage.Path == "" {
+		switch u := c.General.DatabaseURL; {
+		case strings.HasPrefix(u, "sqlite://"):
+			c.Storage.Path = strings.TrimPrefix(u, "sqlite://")
+		case strings.HasPrefix(u, "file:"):
+			c.Storage.Path = strings.TrimPrefix(u, "file:")
+		case u != "":
+			o.r.warnf("general_settings.database_url", "only SQLite is supported so far; keys and spend go to the local SQLite file %q (set portcullis.storage.path)", "portcullis.db")
+		}
+	}
+	if c.Storage.Path == "" {
+		c.Storage.Path = "portcullis.db"
+	}
+	sp := o.child("spend")
+	c.Spend = SpendSettings{FlushInterval: sp.duration("flush_interval"), Strict: sp.boolean("strict")}
+	sp.unknown(nil)
+	au := o.child("auth")
+	c.Auth = AuthSettings{AllowAnonymous: au.boolean("allow_anonymous")}
+	au.unknown(nil)
 	l := o.child("log")
 	c.Log = LogSettings{Format: l.str("format"), Level: l.str("level")}
 	switch c.Log.Format {

@@ -71,7 +71,12 @@ type Error struct {
 	RetryAfter float64
 	// Provider names the provider that produced an upstream error.
 	Provider string
-	cause    error
+	// WireCode, when set, is sent as "code" instead of Code (LiteLLM sends
+	// "400" for budget errors; clients written for it match on that).
+	WireCode string
+	// Headers are added to the error response (x-ratelimit-*).
+	Headers [][2]string
+	cause   error
 }
 
 func (e *Error) Error() string {
@@ -192,7 +197,11 @@ func (e *Error) AppendOpenAI(b []byte) []byte {
 		b = AppendJSONString(b, e.Param)
 	}
 	b = append(b, `,"code":`...)
-	b = AppendJSONString(b, string(e.Code))
+	if e.WireCode != "" {
+		b = AppendJSONString(b, e.WireCode)
+	} else {
+		b = AppendJSONString(b, string(e.Code))
+	}
 	return append(b, "}}"...)
 }
 

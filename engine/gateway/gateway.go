@@ -20,7 +20,9 @@ import (
 
 	"github.com/portcullis/portcullis/engine/auth"
 	"github.com/portcullis/portcullis/engine/config"
+	"github.com/portcullis/portcullis/engine/keys"
 	"github.com/portcullis/portcullis/engine/pipeline"
+	"github.com/portcullis/portcullis/engine/pricing"
 	"github.com/portcullis/portcullis/engine/provider"
 	"github.com/portcullis/portcullis/engine/provider/all"
 	"github.com/portcullis/portcullis/engine/route"
@@ -36,6 +38,8 @@ type Runtime struct {
 	Handler pipeline.Handler
 	// Master checks the master key on non-LLM endpoints; nil when none.
 	Master *auth.MasterKey
+	// AllowAnonymous serves LLM and model-list requests without a key.
+	AllowAnonymous bool
 	// ModelsJSON is the /v1/models body; ModelJSON holds each /v1/models/{id}.
 	ModelsJSON []byte
 	ModelJSON  map[string][]byte
@@ -56,6 +60,11 @@ type Options struct {
 	Log     *zap.Logger
 	Metrics *telemetry.Metrics
 	Getenv  func(string) string
+	// Keys is the virtual-key stage; it outlives snapshots (its counters
+	// must survive a reload). Nil: only the master key is checked.
+	Keys *keys.Manager
+	// Prices is the price table (default: pricing.Default()).
+	Prices *pricing.Table
 }
 
 // Build compiles cfg. It returns an error naming the place and the reason
@@ -67,6 +76,9 @@ func Build(cfg *config.Config, o Options) (*Runtime, error) {
 	}
 	if o.Metrics == nil {
 		o.Metrics = telemetry.NewMetrics()
+	}
+	if o.Prices == nil {
+		o.Prices = pricing.Default()
 	}
 	rt := &Runtime{Config: cfg, client: provider.NewClient(), ModelJSON: map[string][]byte{}, ModelMetrics: map[string]*telemetry.Model{}}
 	var problems []config.Problem
@@ -116,8 +128,7 @@ func Build(cfg *config.Config, o Options) (*Runtime, error) {
 		deps = append(deps, &route.Deployment{
 			ID: id, ModelName: m.ModelName, ProviderName: m.Provider, UpstreamModel: m.UpstreamModel,
 			Provider: p, Weight: m.Weight, RPM: m.RPM, TPM: m.TPM, MaxParallel: m.MaxParallel, Tags: m.Tags,
-			InputCost: m.InputCostPerToken, OutputCost: m.OutputCostPerToken,
-			Timeout: timeout, StreamTimeout: st, Mode: m.Info.Mode,
+			Price: price(o.Prices, &m), Timeout: timeout, StreamTimeout: st, Mode: m.Info.Mode,
 		})
 	}
 	if len(problems) > 0 {
@@ -126,9 +137,19 @@ func Build(cfg *config.Config, o Options) (*Runtime, error) {
 	}
 	rt.Router = route.New(deps, routerSettings(&cfg.Router), o.Log, o.Metrics)
 	var mws []pipeline.Middleware
-	if cfg.General.MasterKey != "" {
+	rt.AllowAnonymous = cfg.Auth.AllowAnonymous || cfg.General.MasterKey == ""
+	switch {
+	case o.Keys != nil:
+		// Virtual keys (the master key is one of them).
+		mws = append(mws, o.Keys)
+		if cfg.General.MasterKey != "" {
+			rt.Master = &auth.MasterKey{Key: []byte(cfg.General.MasterKey)}
+		}
+	case cfg.General.MasterKey != "":
 		rt.Master = &auth.MasterKey{Key: []byte(cfg.General.MasterKey)}
-		mws = append(mws, rt.Master)
+		if !cfg.Auth.AllowAnonymous {
+			mws = append(mws, rt.Master)
+		}
 	}
 	rt.Handler = pipeline.Chain(mws, rt.Router.Serve)
 	rt.buildModels(deps)
@@ -142,6 +163,34 @@ func Build(cfg *config.Config, o Options) (*Runtime, error) {
 	}
 	rt.Unknown = o.Metrics.Model("")
 	return rt, nil
+}
+
+// price is a deployment's price: the table's for its provider and model,
+// with any price set in its config entry taking precedence field by field.
+func price(t *pricing.Table, m *config.Model) pricing.Price {
+	p, _ := t.Lookup(m.Provider, m.UpstreamModel)
+	if m.Info.BaseModel != "" {
+		if bp, ok := t.Lookup(m.Provider, m.Info.BaseModel); ok {
+			p = bp
+		}
+	}
+	set := func(dst *float64, v float64) {
+		if v > 0 {
+			*dst = v
+		}
+	}
+	set(&p.Input, m.InputCostPerToken)
+	set(&p.Output, m.OutputCostPerToken)
+	set(&p.CachedInput, m.CacheReadCost)
+	set(&p.CacheWrite, m.CacheWriteCost)
+	set(&p.Reasoning, m.ReasoningCost)
+	if m.Info.MaxOutputTokens > 0 {
+		p.MaxOutputTokens = m.Info.MaxOutputTokens
+	}
+	if m.Info.MaxInputTokens > 0 {
+		p.MaxInputTokens = m.Info.MaxInputTokens
+	}
+	return p
 }
 
 // routerSettings compiles router_settings (and portcullis.router) into

@@ -64,6 +64,19 @@ type Exchange struct {
 	// Deadline bounds the whole request; zero means the deployment's.
 	Deadline time.Time
 
+	// MaxTokens is the request's max_tokens / max_completion_tokens (0:
+	// not set); budgets reserve against it.
+	MaxTokens int
+
+	// The caller, filled by the key stage (never the key itself).
+	KeyHash  string
+	KeyAlias string
+	TeamID   string
+	UserID   string
+	// Settler settles what the key stage reserved, once the cost is known
+	// (called by the server when the response is complete, or failed).
+	Settler interface{ Settle(x *Exchange) }
+
 	// Routing inputs read from the request: LiteLLM's "tags" (or
 	// metadata.tags), per-request "fallbacks" and "num_retries".
 	Tags             []string
@@ -82,10 +95,21 @@ type Exchange struct {
 	FallbacksUsed int
 	Attempted     []string
 	Response      *provider.Response
-	// Meter receives the tokens served, for the deployment's tpm count.
-	Meter  interface{ Tokens(n int) }
-	groups [4]string
-	ngroup int
+	// Served is the deployment that answered: it counts the tokens for its
+	// tpm and prices them.
+	Served interface {
+		Tokens(n int)
+		Cost(t llm.Tokens) int64
+	}
+	// ModelGroup is the model group that served (after fallbacks).
+	ModelGroup string
+	// Cost is what the request cost, in nano-dollars (set by the server
+	// before settling).
+	Cost int64
+	// Accounted is set once cost, settlement and the spend record are done.
+	Accounted bool
+	groups    [4]string
+	ngroup    int
 
 	// Filled by the response path.
 	Status    int

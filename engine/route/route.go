@@ -15,6 +15,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/portcullis/portcullis/engine/llm"
+	"github.com/portcullis/portcullis/engine/pricing"
 	"github.com/portcullis/portcullis/engine/provider"
 	"github.com/portcullis/portcullis/engine/telemetry"
 )
@@ -31,9 +33,8 @@ type Deployment struct {
 	TPM           int
 	MaxParallel   int
 	Tags          []string
-	// Cost is USD per input token plus per output token (0: unknown).
-	InputCost  float64
-	OutputCost float64
+	// Price is the deployment's per-token price (table, then config).
+	Price pricing.Price
 	// Timeout bounds a non-streamed call, and a stream's time to first
 	// token when StreamTimeout is not set.
 	Timeout time.Duration
@@ -45,6 +46,9 @@ type Deployment struct {
 	health  health
 	metrics *telemetry.Deployment
 }
+
+// Cost prices tokens served by d, in nano-dollars.
+func (d *Deployment) Cost(t llm.Tokens) int64 { return pricing.Cost(d.Price, t) }
 
 // InFlight is the number of calls in progress on d.
 func (d *Deployment) InFlight() int64 { return d.health.inflight.Load() }
@@ -76,6 +80,7 @@ type Group struct {
 	Deployments []*Deployment
 	hasDefault  bool  // a deployment is tagged "default"
 	weighKind   uint8 // 1 + what simple-shuffle weighs by (see weighBy)
+	maxPrice    pricing.Price
 	fallbacks   *telemetry.Group
 }
 
@@ -191,6 +196,7 @@ func New(deps []*Deployment, set Settings, log *zap.Logger, m *telemetry.Metrics
 		}
 	}
 	sort.Slice(r.wildcard, func(i, j int) bool { return len(r.wildcard[i].Name) > len(r.wildcard[j].Name) })
+	r.computeMaxPrices()
 	switch set.Strategy {
 	case "least-busy":
 		r.strategy = stLeastBusy
@@ -246,4 +252,59 @@ func weighKindOf(g *Group) uint8 {
 		}
 	}
 	return 1
+}
+
+// Estimate implements keys.Estimator: the most a request for model can
+// cost, priced at the dearest deployment of its group and of every group it
+// may fall back to, with the output capped at maxOutput or, when 0, the
+// largest output cap among them (4,096 tokens when none is known).
+func (r *Router) Estimate(model string, promptTokens, maxOutput int) (int64, int) {
+	g, ok := r.Group(model)
+	if !ok {
+		return 0, maxOutput
+	}
+	p := g.maxPrice
+	if maxOutput <= 0 {
+		maxOutput = p.MaxOutputTokens
+		if maxOutput <= 0 {
+			maxOutput = 4096
+		}
+	}
+	return pricing.Estimate(p, promptTokens, maxOutput), maxOutput
+}
+
+// computeMaxPrices sets each group's maxPrice over the group and, through
+// the fallback settings, every group reachable from it.
+func (r *Router) computeMaxPrices() {
+	for _, g := range r.groups {
+		seen := map[string]bool{}
+		var walk func(name string)
+		var best pricing.Price
+		walk = func(name string) {
+			if seen[name] {
+				return
+			}
+			seen[name] = true
+			h, ok := r.groups[name]
+			if !ok {
+				return
+			}
+			for _, d := range h.Deployments {
+				best = pricing.Max(best, d.Price)
+			}
+			for _, list := range [][]string{r.set.Fallbacks[name], r.set.ContextWindowFallbacks[name], r.set.ContentPolicyFallbacks[name]} {
+				for _, n := range list {
+					walk(n)
+				}
+			}
+		}
+		walk(g.Name)
+		for _, n := range r.set.DefaultFallbacks {
+			walk(n)
+		}
+		for _, n := range r.set.Fallbacks["*"] {
+			walk(n)
+		}
+		g.maxPrice = best
+	}
 }

@@ -226,7 +226,8 @@ func (r *Router) attempt(x *pipeline.Exchange, g *Group, d *Deployment) error {
 		observe(&d.health.latency, time.Since(start))
 	}
 	x.Response = resp
-	x.Meter = d
+	x.Served = d
+	x.ModelGroup = g.Name
 	return nil
 }
 

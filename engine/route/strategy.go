@@ -246,7 +246,7 @@ func (r *Router) cheapest(g *Group, f *filter) *Deployment {
 		if !r.eligible(d, f) {
 			continue
 		}
-		c := d.InputCost + d.OutputCost
+		c := d.Price.Input + d.Price.Output
 		if c <= 0 {
 			c = math.MaxFloat64
 		}

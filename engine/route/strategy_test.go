@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/engine/pricing"
 	"github.com/portcullis/portcullis/engine/provider"
 )
 
@@ -140,8 +141,8 @@ func TestUsageBasedNearRPM(t *testing.T) {
 
 func TestCostBasedPicksCheapestHealthy(t *testing.T) {
 	r, g := group(t, "cost-based-routing",
-		&Deployment{InputCost: 5e-6, OutputCost: 15e-6},
-		&Deployment{InputCost: 1e-7, OutputCost: 4e-7},
+		&Deployment{Price: pricing.Price{Input: 5e-6, Output: 15e-6}},
+		&Deployment{Price: pricing.Price{Input: 1e-7, Output: 4e-7}},
 		&Deployment{}, // no price: last resort
 	)
 	if c := counts(r, g, 100, false); c["d1"] != 100 {
@@ -181,7 +182,7 @@ func BenchmarkPick(b *testing.B) {
 		b.Run(s, func(b *testing.B) {
 			deps := make([]*Deployment, 10)
 			for i := range deps {
-				deps[i] = &Deployment{Weight: float64(i + 1), RPM: 1 << 30, TPM: 1 << 30, InputCost: float64(i+1) * 1e-6, Tags: []string{"a"}}
+				deps[i] = &Deployment{Weight: float64(i + 1), RPM: 1 << 30, TPM: 1 << 30, Price: pricing.Price{Input: float64(i+1) * 1e-6}, Tags: []string{"a"}}
 			}
 			r, g := group(b, s, deps...)
 			for i, d := range g.Deployments {

@@ -19,6 +19,7 @@ import (
 	"github.com/portcullis/portcullis/engine/pipeline"
 	"github.com/portcullis/portcullis/engine/provider"
 	"github.com/portcullis/portcullis/engine/sse"
+	"github.com/portcullis/portcullis/engine/store"
 	"github.com/portcullis/portcullis/engine/translate"
 )
 
@@ -89,9 +90,48 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *pipeline
 	s.finish(rt, x)
 }
 
-// finish records metrics and the request log line, then releases the
-// exchange and the snapshot.
+// account prices the request, settles what the key stage reserved and
+// writes the spend record, once.
+func (s *Server) account(x *pipeline.Exchange) {
+	if x.Accounted {
+		return
+	}
+	x.Accounted = true
+	if x.Served != nil {
+		// Tokens are zero for a failed request; a stream cut after it
+		// started is billed for what the upstream reported.
+		x.Cost = x.Served.Cost(x.Tokens)
+	}
+	if x.Settler != nil {
+		x.Settler.Settle(x)
+	}
+	if s.spend == nil {
+		return
+	}
+	rec := store.SpendRecord{
+		RequestID: x.ID, KeyHash: x.KeyHash, KeyAlias: x.KeyAlias, TeamID: x.TeamID, UserID: x.UserID,
+		Model: x.Model, ModelGroup: x.ModelGroup, Deployment: x.DeploymentID, Provider: x.Provider,
+		PromptTokens: int64(x.Tokens.Prompt), CompletionTokens: int64(x.Tokens.Completion),
+		CachedTokens: int64(x.Tokens.CachedRead), CacheWriteTokens: int64(x.Tokens.CacheWrite),
+		ReasoningTokens: int64(x.Tokens.Reasoning), Cost: x.Cost, Status: x.Status,
+		StartTime: x.Start, EndTime: time.Now(), Tags: x.Tags,
+	}
+	if x.Err != nil {
+		rec.ErrorCode = string(x.Err.Code)
+	}
+	if s.strict {
+		if err := s.spend.AddSync(context.Background(), rec); err != nil {
+			s.log.Error("spend record not committed", zap.String("id", x.ID), zap.Error(err))
+		}
+		return
+	}
+	s.spend.Add(rec)
+}
+
+// finish accounts for the request, records metrics and the request log
+// line, then releases the exchange and the snapshot.
 func (s *Server) finish(rt *gateway.Runtime, x *pipeline.Exchange) {
+	s.account(x)
 	lat := time.Since(x.Start)
 	m := rt.ModelMetrics[x.Model]
 	if m == nil {
@@ -108,8 +148,8 @@ func (s *Server) finish(rt *gateway.Runtime, x *pipeline.Exchange) {
 	if x.Stream && x.FirstByte > 0 {
 		m.TTFB.Observe(x.FirstByte.Seconds())
 	}
-	if x.Meter != nil {
-		x.Meter.Tokens(x.Tokens.Total())
+	if x.Served != nil {
+		x.Served.Tokens(x.Tokens.Total())
 	}
 	if ce := s.log.Check(zap.InfoLevel, "request"); ce != nil {
 		fields := []zap.Field{
@@ -307,6 +347,11 @@ func (b *streamBody) step() {
 	if b.tr != nil {
 		if err := b.tr.Event(ev, b.emitFn); err != nil {
 			b.abort(errs.From(err))
+			return
+		}
+		if b.s.strict && b.tr.Done() {
+			b.x.Tokens = b.tr.Usage()
+			b.s.account(b.x)
 		}
 		return
 	}
@@ -326,6 +371,14 @@ func (b *streamBody) step() {
 		return
 	}
 	b.meter.Observe(d, ev)
+	if b.terminal && b.s.strict {
+		// Strict spend: the record commits before the terminal event,
+		// the response's last bytes, is sent.
+		if t, ok := b.meter.Tokens(); ok {
+			b.x.Tokens = t
+		}
+		b.s.account(b.x)
+	}
 	if b.hideUsage && bytes.Contains(ev.Data, []byte(`"usage"`)) && gjson.GetBytes(ev.Data, "choices.#").Int() == 0 &&
 		gjson.GetBytes(ev.Data, "usage").IsObject() {
 		// The usage chunk Portcullis asked for to count tokens; the
@@ -390,10 +443,12 @@ func (b *streamBody) Close() error {
 		b.x.Err = errs.New(499, errs.CodeInvalidRequest, "client closed the stream")
 		b.x.Status = 499
 	}
-	if b.tr != nil {
-		b.x.Tokens = b.tr.Usage()
-	} else if t, ok := b.meter.Tokens(); ok {
-		b.x.Tokens = t
+	if !b.x.Accounted {
+		if b.tr != nil {
+			b.x.Tokens = b.tr.Usage()
+		} else if t, ok := b.meter.Tokens(); ok {
+			b.x.Tokens = t
+		}
 	}
 	b.s.finish(b.rt, b.x) // releases the exchange, which closes the stream
 	return nil

@@ -30,11 +30,13 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"go.uber.org/zap"
 
+	"github.com/portcullis/portcullis/engine/auth"
 	"github.com/portcullis/portcullis/engine/config"
 	"github.com/portcullis/portcullis/engine/errs"
 	"github.com/portcullis/portcullis/engine/gateway"
 	"github.com/portcullis/portcullis/engine/llm"
 	"github.com/portcullis/portcullis/engine/pipeline"
+	"github.com/portcullis/portcullis/engine/store"
 	"github.com/portcullis/portcullis/engine/telemetry"
 )
 
@@ -50,12 +52,32 @@ const (
 // Version is reported by readiness; set by main.
 var Version = "dev"
 
+// KeyChecker validates a virtual key presented on a non-LLM endpoint.
+type KeyChecker interface {
+	Valid(ctx context.Context, cred []byte) bool
+}
+
 // Options configure a Server.
 type Options struct {
 	Holder   *gateway.Holder
 	Log      *zap.Logger
 	Metrics  *telemetry.Metrics
 	Settings config.ServerSettings
+	// Spend receives one record per LLM request; nil: none kept.
+	Spend SpendSink
+	// StrictSpend commits a request's record before the last byte of its
+	// response is sent.
+	StrictSpend bool
+	// Admin serves the admin API (/key, /team, /user, /spend...); nil: 404.
+	Admin fasthttp.RequestHandler
+	// Keys validates virtual keys on /v1/models; nil: master key only.
+	Keys KeyChecker
+}
+
+// SpendSink is where spend records go (engine/spend.Writer).
+type SpendSink interface {
+	Add(r store.SpendRecord)
+	AddSync(ctx context.Context, r store.SpendRecord) error
 }
 
 // Server serves the gateway's HTTP API.
@@ -66,6 +88,10 @@ type Server struct {
 	settings config.ServerSettings
 	srv      *fasthttp.Server
 	promh    fasthttp.RequestHandler
+	spend    SpendSink
+	strict   bool
+	admin    fasthttp.RequestHandler
+	keys     KeyChecker
 	idPrefix string
 	idSeq    atomic.Uint64
 	ready    atomic.Bool
@@ -99,6 +125,7 @@ func New(o Options) *Server {
 	_, _ = rand.Read(rnd[:])
 	s := &Server{
 		holder: o.Holder, log: o.Log, metrics: o.Metrics, settings: st,
+		spend: o.Spend, strict: o.StrictSpend, admin: o.Admin, keys: o.Keys,
 		idPrefix: "req-" + hex.EncodeToString(rnd[:]) + "-",
 		promh:    fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{})),
 	}
@@ -146,6 +173,9 @@ func (s *Server) Shutdown() error {
 	return s.srv.ShutdownWithContext(ctx)
 }
 
+// adminPrefixes are the admin API's paths, as LiteLLM serves them.
+var adminPrefixes = [][]byte{[]byte("/key/"), []byte("/team/"), []byte("/user/"), []byte("/spend/"), []byte("/global/spend")}
+
 // endpoint kinds
 const (
 	epNone = iota
@@ -158,6 +188,7 @@ const (
 	epLive
 	epReady
 	epMetrics
+	epAdmin
 )
 
 // route maps a path to an endpoint, with and without the /v1 prefix.
@@ -188,6 +219,11 @@ func route(path []byte) int {
 	}
 	if bytes.HasPrefix(p, []byte("/models/")) {
 		return epModel
+	}
+	for _, pre := range adminPrefixes {
+		if bytes.HasPrefix(path, pre) {
+			return epAdmin
+		}
 	}
 	return epNone
 }
@@ -229,6 +265,12 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 		s.serveReady(ctx)
 	case epMetrics:
 		s.promh(ctx)
+	case epAdmin:
+		if s.admin == nil {
+			writeError(ctx, llm.OpenAIChat, errs.New(404, errs.CodeNotFound, "The admin API needs a database (general_settings.database_url or the default SQLite file)"))
+			return
+		}
+		s.admin(ctx)
 	default:
 		e := errs.New(404, errs.CodeNotFound, "Unknown route "+string(ctx.Method())+" "+string(ctx.Path()))
 		writeError(ctx, llm.OpenAIChat, e)
@@ -276,6 +318,9 @@ func writeError(ctx *fasthttp.RequestCtx, d llm.Dialect, e *errs.Error) {
 			ctx.Response.Header.Set("Retry-After", strconv.FormatFloat(ra, 'f', -1, 64))
 		}
 	}
+	for _, h := range e.Headers {
+		ctx.Response.Header.Set(h[0], h[1])
+	}
 	b := ctx.Response.BodyWriter().(interface{ Write([]byte) (int, error) })
 	var buf [512]byte
 	if d == llm.AnthropicMessages {
@@ -309,8 +354,10 @@ func printable(b []byte) bool {
 func (s *Server) serveModels(ctx *fasthttp.RequestCtx, ep int) {
 	rt := s.holder.Acquire()
 	defer rt.Release()
-	if rt.Master != nil {
-		if e := rt.Master.Check(&ctx.Request.Header); e != nil {
+	if rt.Master != nil && !(rt.AllowAnonymous && len(auth.Credential(&ctx.Request.Header)) == 0) {
+		// Any valid credential may list models: the master key, or (with
+		// virtual keys) a key the key stage accepts.
+		if e := rt.Master.Check(&ctx.Request.Header); e != nil && !s.keyValid(ctx) {
 			writeError(ctx, llm.OpenAIChat, e)
 			return
 		}
@@ -329,6 +376,10 @@ func (s *Server) serveModels(ctx *fasthttp.RequestCtx, ep int) {
 	e := errs.New(404, errs.CodeModelNotFound, "The model `"+string(id)+"` does not exist")
 	e.Param = "model"
 	writeError(ctx, llm.OpenAIChat, e)
+}
+
+func (s *Server) keyValid(ctx *fasthttp.RequestCtx) bool {
+	return s.keys != nil && s.keys.Valid(ctx, auth.Credential(&ctx.Request.Header))
 }
 
 func (s *Server) serveReady(ctx *fasthttp.RequestCtx) {
@@ -403,6 +454,10 @@ func parse(x *pipeline.Exchange) *errs.Error {
 			strip++
 		case "context_window_fallbacks", "mock_testing_fallbacks":
 			strip++
+		case "max_tokens", "max_completion_tokens", "max_output_tokens":
+			if v.Type == gjson.Number && v.Int() > 0 && (x.MaxTokens == 0 || int(v.Int()) < x.MaxTokens) {
+				x.MaxTokens = int(v.Int())
+			}
 		}
 		return true
 	})

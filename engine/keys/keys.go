@@ -30,10 +30,10 @@ import (
 
 // Estimator prices the most a request can cost before it runs.
 type Estimator interface {
-	// Estimate returns an upper bound in nano-dollars for model with
-	// promptTokens in and at most maxOutput out (0: the model's cap), and
-	// the output cap it used.
-	Estimate(model string, promptTokens, maxOutput int) (int64, int)
+	// Estimate returns an upper bound in nano-dollars for model (or any
+	// of the request's own fallbacks) with promptTokens in and at most
+	// maxOutput out (0: the model's cap), and the output cap it used.
+	Estimate(model string, fallbacks []string, promptTokens, maxOutput int) (int64, int)
 }
 
 // limits is a compiled store.Limits; -1 means none.

@@ -72,7 +72,7 @@ func (s *memStore) add(secret string, k store.Key) *store.Key {
 // fixedEstimate prices every request at est nano-dollars.
 type fixedEstimate int64
 
-func (f fixedEstimate) Estimate(string, int, int) (int64, int) { return int64(f), 10 }
+func (f fixedEstimate) Estimate(string, []string, int, int) (int64, int) { return int64(f), 10 }
 
 func i64(v int64) *int64 { return &v }
 

@@ -101,7 +101,7 @@ func (m *Manager) Serve(x *pipeline.Exchange, next pipeline.Handler) error {
 	var est int64
 	maxOut := x.MaxTokens
 	if m.est != nil {
-		est, maxOut = m.est.Estimate(x.Model, promptTokens, x.MaxTokens)
+		est, maxOut = m.est.Estimate(x.Model, x.RequestFallbacks, promptTokens, x.MaxTokens)
 	}
 	r := reservationPool.Get().(*reservation)
 	*r = reservation{m: m, est: est, estTokens: int64(promptTokens + maxOut)}

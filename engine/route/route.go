@@ -258,12 +258,17 @@ func weighKindOf(g *Group) uint8 {
 // cost, priced at the dearest deployment of its group and of every group it
 // may fall back to, with the output capped at maxOutput or, when 0, the
 // largest output cap among them (4,096 tokens when none is known).
-func (r *Router) Estimate(model string, promptTokens, maxOutput int) (int64, int) {
+func (r *Router) Estimate(model string, fallbacks []string, promptTokens, maxOutput int) (int64, int) {
 	g, ok := r.Group(model)
 	if !ok {
 		return 0, maxOutput
 	}
 	p := g.maxPrice
+	for _, f := range fallbacks {
+		if fg, ok := r.groups[f]; ok {
+			p = pricing.Max(p, fg.maxPrice)
+		}
+	}
 	if maxOutput <= 0 {
 		maxOutput = p.MaxOutputTokens
 		if maxOutput <= 0 {

@@ -213,3 +213,21 @@ func TestPickAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestEstimateCoversFallbacks(t *testing.T) {
+	cheap := &Deployment{ID: "c", ModelName: "cheap", Provider: nopProvider{}, Price: pricing.Price{Input: 1e-7, Output: 1e-7, MaxOutputTokens: 100}}
+	dear := &Deployment{ID: "d", ModelName: "dear", Provider: nopProvider{}, Price: pricing.Price{Input: 1e-5, Output: 3e-5, MaxOutputTokens: 8000}}
+	other := &Deployment{ID: "o", ModelName: "other", Provider: nopProvider{}, Price: pricing.Price{Input: 1e-4, Output: 1e-4}}
+	r := New([]*Deployment{cheap, dear, other}, Settings{Fallbacks: map[string][]string{"cheap": {"dear"}}}, nil, nil)
+	est, out := r.Estimate("cheap", nil, 1000, 0)
+	// Priced at "dear" (its fallback), output capped at the larger cap.
+	want := pricing.Estimate(pricing.Price{Input: 1e-5, Output: 3e-5}, 1000, 8000)
+	if est != want || out != 8000 {
+		t.Fatalf("estimate %d (out %d), want %d (8000)", est, out, want)
+	}
+	// A request's own fallbacks count too.
+	est2, _ := r.Estimate("cheap", []string{"other"}, 1000, 10)
+	if est2 < pricing.Estimate(pricing.Price{Input: 1e-4, Output: 1e-4}, 1000, 10) {
+		t.Fatalf("request fallbacks not covered: %d", est2)
+	}
+}

@@ -77,16 +77,34 @@ func serve(args []string) int {
 		log.Warn("config", zap.String("at", w.Path), zap.String("problem", w.Msg))
 	}
 	metrics := telemetry.NewMetrics()
-	opts := gateway.Options{Log: log, Metrics: metrics}
+	est := &lateHolder{}
+	stk, err := openStack(cfg, log, est)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer stk.close(log)
+	opts := gateway.Options{Log: log, Metrics: metrics, Keys: stk.keys}
 	rt, err := gateway.Build(cfg, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	holder := gateway.NewHolder(rt)
+	est.h = holder
 	defer holder.Close()
 	server.Version = version
-	srv := server.New(server.Options{Holder: holder, Log: log.Named("access"), Metrics: metrics, Settings: cfg.Server})
+	so := server.Options{Holder: holder, Log: log.Named("access"), Metrics: metrics, Settings: cfg.Server, StrictSpend: cfg.Spend.Strict}
+	if stk.writer != nil {
+		so.Spend = stk.writer
+	}
+	if stk.keys != nil {
+		so.Keys = stk.keys
+	}
+	if stk.admin != nil {
+		so.Admin = stk.admin.Handle
+	}
+	srv := server.New(so)
 	addr := net.JoinHostPort(*host, strconv.Itoa(*port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -98,6 +116,7 @@ func serve(args []string) int {
 		scheme = "https"
 	}
 	log.Info("portcullis listening", zap.String("addr", scheme+"://"+ln.Addr().String()), zap.String("config", cfg.Source),
+		zap.String("storage", cfg.Storage.Path),
 		zap.Int("models", len(rt.Router.Names())), zap.Bool("master_key", rt.Master != nil), zap.String("version", version))
 
 	errc := make(chan error, 1)

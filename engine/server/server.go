@@ -540,7 +540,7 @@ func stringList(v gjson.Result, param string) ([]string, *errs.Error) {
 			bad = true
 			return false
 		}
-		out = append(out, e.Str)
+		out = append(out, strings.Clone(e.Str)) // the body buffer is reused after the request
 		return true
 	})
 	if bad {

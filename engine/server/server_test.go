@@ -118,6 +118,9 @@ func newHarnessConfig(t testing.TB, src string, settings config.ServerSettings) 
 	h := &harness{t: t, up: up, srv: srv, url: "http://" + ln.Addr().String(), done: make(chan error, 1)}
 	go func() { h.done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
+		// Shutdown waits for client connections to close; the test
+		// client's idle keep-alive connections are closed first.
+		http.DefaultClient.CloseIdleConnections()
 		_ = srv.Shutdown()
 		_ = up.Close()
 	})

@@ -194,6 +194,14 @@ func (p *Provider) Chat(ctx context.Context, r *provider.Request) (*provider.Res
 	cc := *c
 	cc.Model = model
 	text := p.reply(&cc)
+	finish := llm.FinishStop
+	// Like a real model, the reply stops at max_tokens (a word a token).
+	if limit := maxTokens(c); limit > 0 {
+		if words := strings.SplitAfter(text, " "); len(words) > limit {
+			text = strings.TrimRight(strings.Join(words[:limit], ""), " ")
+			finish = llm.FinishLength
+		}
+	}
 	var call *llm.ToolCall
 	if p.toolCalls && len(c.Tools) > 0 && !isNone(c.ToolChoice) {
 		name := c.Tools[0].Function.Name
@@ -216,14 +224,14 @@ func (p *Provider) Chat(ctx context.Context, r *provider.Request) (*provider.Res
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
 	id := "chatcmpl-mock" + strconv.FormatUint(p.calls.Load(), 10)
 	if r.Stream {
-		s := &stream{p: p, ctx: ctx, r: r, id: id, model: model, n: n, text: text, call: call, usage: usage}
+		s := &stream{p: p, ctx: ctx, r: r, id: id, model: model, n: n, text: text, call: call, usage: usage, finish: finish}
 		s.plan()
 		return &provider.Response{Dialect: llm.OpenAIChat, Status: 200, Stream: s}, nil
 	}
 	resp := llm.ChatResponse{ID: id, Object: "chat.completion", Created: p.created, Model: model, Usage: &usage,
 		SystemFingerprint: "fp_mock"}
 	for i := 0; i < n; i++ {
-		ch := llm.Choice{Index: i, FinishReason: llm.FinishStop, Message: llm.Message{Role: "assistant", Content: llm.TextContent(text)}}
+		ch := llm.Choice{Index: i, FinishReason: finish, Message: llm.Message{Role: "assistant", Content: llm.TextContent(text)}}
 		if call != nil {
 			ch.FinishReason = llm.FinishToolCalls
 			ch.Message.Content = llm.Content{Null: true}
@@ -239,6 +247,16 @@ func (p *Provider) Chat(ctx context.Context, r *provider.Request) (*provider.Res
 }
 
 func isNone(tc json.RawMessage) bool { return string(tc) == `"none"` }
+
+func maxTokens(c *llm.ChatRequest) int {
+	switch {
+	case c.MaxCompletionTokens != nil && *c.MaxCompletionTokens > 0:
+		return *c.MaxCompletionTokens
+	case c.MaxTokens != nil && *c.MaxTokens > 0:
+		return *c.MaxTokens
+	}
+	return 0
+}
 
 // mockArgs builds arguments that satisfy the tool's required string and
 // number properties, so SDK-side schema parsing succeeds.
@@ -296,6 +314,7 @@ type stream struct {
 	text      string
 	call      *llm.ToolCall
 	usage     llm.Usage
+	finish    string
 
 	events [][]byte
 	i      int
@@ -338,7 +357,7 @@ func (s *stream) plan() {
 			piece := piece
 			s.events = append(s.events, s.chunk(ci, llm.Delta{Content: &piece}, nil, nil))
 		}
-		fin := llm.FinishStop
+		fin := s.finish
 		s.events = append(s.events, s.chunk(ci, llm.Delta{}, &fin, nil))
 	}
 	// Like OpenAI with include_usage; always sent, because the gateway

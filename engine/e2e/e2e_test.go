@@ -243,10 +243,19 @@ func freePort(t *testing.T) int {
 // process's output is kept and printed if the test fails.
 func startGateway(t *testing.T, bin, name, cfg string, env []string) *gateway {
 	t.Helper()
+	return startGatewayIn(t, bin, name, cfg, env, t.TempDir())
+}
+
+// startGatewayIn is startGateway with the working directory (where the
+// default SQLite file lives) chosen by the caller, for restarts.
+func startGatewayIn(t *testing.T, bin, name, cfg string, env []string, dir string) *gateway {
+	t.Helper()
 	port := freePort(t)
 	g := &gateway{name: name, url: "http://127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{}), logs: &syncBuffer{}}
 	g.cmd = exec.Command(bin, "--config", cfg, "--port", strconv.Itoa(port), "--host", "127.0.0.1")
 	g.cmd.Env = append(hermeticEnv(), env...)
+	// The default SQLite file lands in the working directory.
+	g.cmd.Dir = dir
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
 	if err := g.cmd.Start(); err != nil {
 		t.Fatalf("starting gateway %s: %v", name, err)

@@ -1013,9 +1013,10 @@ func TestOverHTTP(t *testing.T) {
 	}
 	e.mustServe(str(g, "key"), "gpt-4o")
 
+	req.Reset()
 	req.SetRequestURI("http://localhost:4000/key/info?key=" + str(g, "key"))
 	req.Header.SetMethod("GET")
-	req.SetBody(nil)
+	req.Header.Set("x-api-key", master)
 	if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
 		t.Fatalf("info: %v %d %s", err, resp.StatusCode(), resp.Body())
 	}

@@ -102,8 +102,6 @@ func (r *reader) fail(param, msg string) {
 	}
 }
 
-func (r *reader) has(name string) bool { _, ok := r.f[name]; return ok }
-
 func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
 
 // field decodes one field into T; want describes T for the error message.

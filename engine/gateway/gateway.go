@@ -165,8 +165,11 @@ func Build(cfg *config.Config, o Options) (*Runtime, error) {
 	return rt, nil
 }
 
-// price is a deployment's price: the table's for its provider and model,
-// with any price set in its config entry taking precedence field by field.
+// price is a deployment's price: the table's for its provider and model
+// (or model_info.base_model); when the config entry sets any price, the
+// config's prices replace the table's wholesale (an unset cached or
+// cache-write price is the input price, an unset reasoning price the output
+// price), so a custom price never mixes with list prices it did not name.
 func price(t *pricing.Table, m *config.Model) pricing.Price {
 	p, _ := t.Lookup(m.Provider, m.UpstreamModel)
 	if m.Info.BaseModel != "" {
@@ -174,16 +177,11 @@ func price(t *pricing.Table, m *config.Model) pricing.Price {
 			p = bp
 		}
 	}
-	set := func(dst *float64, v float64) {
-		if v > 0 {
-			*dst = v
-		}
+	if m.InputCostPerToken > 0 || m.OutputCostPerToken > 0 || m.CacheReadCost > 0 || m.CacheWriteCost > 0 || m.ReasoningCost > 0 {
+		p = pricing.Price{Input: m.InputCostPerToken, Output: m.OutputCostPerToken, CachedInput: m.CacheReadCost,
+			CacheWrite: m.CacheWriteCost, Reasoning: m.ReasoningCost,
+			MaxOutputTokens: p.MaxOutputTokens, MaxInputTokens: p.MaxInputTokens}
 	}
-	set(&p.Input, m.InputCostPerToken)
-	set(&p.Output, m.OutputCostPerToken)
-	set(&p.CachedInput, m.CacheReadCost)
-	set(&p.CacheWrite, m.CacheWriteCost)
-	set(&p.Reasoning, m.ReasoningCost)
 	if m.Info.MaxOutputTokens > 0 {
 		p.MaxOutputTokens = m.Info.MaxOutputTokens
 	}

@@ -11,6 +11,9 @@
 //	delay-<ms>      wait before the first byte
 //	gap-<ms>        wait between stream chunks
 //	cut-<n>         drop the connection after n chunks, without a terminal event
+//	usagedetail     report cached and reasoning tokens (OpenAI: prompt 1000 with
+//	                400 cached, completion 500 with 200 reasoning; Anthropic:
+//	                input 100, cache read 1000, cache write 500, output 50)
 //
 // e.g. "gpt-4o-chunks-2000" or "claude-fail-529".
 package testupstream
@@ -175,6 +178,7 @@ func (s *Server) record(ctx *fasthttp.RequestCtx) {
 }
 
 type behaviour struct {
+	detail bool
 	fail   int
 	chunks int
 	delay  time.Duration
@@ -183,7 +187,7 @@ type behaviour struct {
 }
 
 func parseBehaviour(model string) behaviour {
-	b := behaviour{chunks: 5, cut: -1}
+	b := behaviour{chunks: 5, cut: -1, detail: strings.Contains(model, "usagedetail")}
 	parts := strings.Split(model, "-")
 	for i := 0; i+1 < len(parts); i++ {
 		n, err := strconv.Atoi(strings.TrimSuffix(parts[i+1], "ms"))
@@ -316,6 +320,11 @@ func (s *Server) openaiChat(ctx *fasthttp.RequestCtx) {
 		tool = ""
 	}
 	usage := map[string]any{"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+	if b.detail {
+		usage = map[string]any{"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500,
+			"prompt_tokens_details":     map[string]any{"cached_tokens": 400},
+			"completion_tokens_details": map[string]any{"reasoning_tokens": 200}}
+	}
 	if !gjson.GetBytes(body, "stream").Bool() {
 		msg := map[string]any{"role": "assistant", "content": reply, "refusal": nil}
 		finish := "stop"
@@ -462,7 +471,7 @@ func (s *Server) anthropic(ctx *fasthttp.RequestCtx) {
 		}
 		out, _ := json.Marshal(map[string]any{"id": "msg_up1", "type": "message", "role": "assistant", "model": model,
 			"content": content, "stop_reason": stop, "stop_sequence": nil,
-			"usage": map[string]any{"input_tokens": 13, "output_tokens": 9, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}})
+			"usage": anthropicUsage(b.detail, false)})
 		ctx.SetContentType("application/json")
 		ctx.SetBody(out)
 		return
@@ -476,7 +485,7 @@ func (s *Server) anthropic(ctx *fasthttp.RequestCtx) {
 		}
 		ev("message_start", map[string]any{"type": "message_start", "message": map[string]any{"id": "msg_up1", "type": "message",
 			"role": "assistant", "model": model, "content": []any{}, "stop_reason": nil, "stop_sequence": nil,
-			"usage": map[string]any{"input_tokens": 13, "output_tokens": 1}}})
+			"usage": anthropicUsage(b.detail, true)}})
 		stop := "end_turn"
 		if tool != "" {
 			ev("content_block_start", map[string]any{"type": "content_block_start", "index": 0,
@@ -502,8 +511,25 @@ func (s *Server) anthropic(ctx *fasthttp.RequestCtx) {
 			}
 		}
 		ev("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0})
+		out := 9
+		if b.detail {
+			out = 50
+		}
 		ev("message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil},
-			"usage": map[string]any{"output_tokens": 9}})
+			"usage": map[string]any{"output_tokens": out}})
 		ev("message_stop", map[string]any{"type": "message_stop"})
 	})
+}
+
+// anthropicUsage is the usage object of a message (start: the
+// message_start form, output 1).
+func anthropicUsage(detail, start bool) map[string]any {
+	u := map[string]any{"input_tokens": 13, "output_tokens": 9, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+	if detail {
+		u = map[string]any{"input_tokens": 100, "output_tokens": 50, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 500}
+	}
+	if start {
+		u["output_tokens"] = 1
+	}
+	return u
 }

@@ -73,7 +73,7 @@ func openStack(cfg *config.Config, log *zap.Logger, est keys.Estimator) (*stack,
 	}
 	s.keys = km
 	if cfg.General.MasterKey != "" {
-		s.admin = admin.New(admin.Options{Store: st, Keys: km, Audit: s.writer.Audit, MasterKey: cfg.General.MasterKey, Log: log.Named("admin")})
+		s.admin = admin.New(admin.Options{Store: st, Keys: km, Audit: s.writer.Audit, Flush: s.writer.Flush, MasterKey: cfg.General.MasterKey, Log: log.Named("admin")})
 	}
 	return s, nil
 }

@@ -37,6 +37,9 @@ type Options struct {
 	// Audit receives one record per change (the batched writer's Audit
 	// method); nil: no audit records.
 	Audit func(store.AuditRecord)
+	// Flush commits the spend records queued so far (the batched writer's
+	// Flush); used before a key's hash changes. May be nil.
+	Flush func(ctx context.Context) error
 	// MasterKey is required: every admin call must carry it (Authorization:
 	// Bearer, x-api-key or api-key). Without one every call is refused.
 	MasterKey string
@@ -50,6 +53,7 @@ type API struct {
 	st     store.Store
 	km     *keys.Manager
 	audit  func(store.AuditRecord)
+	flush  func(context.Context) error
 	master []byte
 	log    *zap.Logger
 	clock  func() time.Time
@@ -71,7 +75,7 @@ type route struct {
 
 // New builds the API.
 func New(o Options) *API {
-	a := &API{st: o.Store, km: o.Keys, audit: o.Audit, log: o.Log, clock: o.Now}
+	a := &API{st: o.Store, km: o.Keys, audit: o.Audit, flush: o.Flush, log: o.Log, clock: o.Now}
 	if o.MasterKey != "" {
 		a.master = []byte(o.MasterKey)
 	}

@@ -513,6 +513,13 @@ func (a *API) keyRegenerate(ctx context.Context, rq *request) (any, *errs.Error)
 		return nil, e
 	}
 	k.UpdatedAt = now
+	if a.flush != nil {
+		// Spend queued under the old hash reaches the key's total before
+		// the row moves to the new hash.
+		if err := a.flush(ctx); err != nil {
+			return nil, errs.New(503, errs.CodeUnavailable, "could not flush pending spend before regenerating").Wrap(err)
+		}
+	}
 	if err := a.st.ReplaceKeyHash(ctx, old.Hash, k.Hash, k.Prefix); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, errs.BadRequest(codeExists, "new_key", "new_key already exists")
@@ -525,8 +532,9 @@ func (a *API) keyRegenerate(ctx context.Context, rq *request) (any, *errs.Error)
 		}
 	}
 	if a.km != nil {
-		a.km.KeyDeleted(old.Hash)
-		a.km.KeyChanged(k)
+		// The live account (spend this period, reservations in flight)
+		// moves to the new hash: regenerating must not reset a budget.
+		a.km.KeyRehashed(old.Hash, k)
 	}
 	a.record("key.regenerate", "key", k.Hash, a.auditView(old), a.auditView(k))
 	return a.generated(k, s, p.duration), nil

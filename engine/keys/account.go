@@ -55,14 +55,16 @@ func (a *Account) rollPeriod(now int64, p Period) int64 {
 }
 
 // reserve adds est to the reservations if settled plus reserved plus est
-// stays within limit. limit < 0 means no budget (nothing is reserved).
+// stays within limit; a budget already spent (spend >= limit, LiteLLM's
+// rule) refuses even a free request. limit < 0 means no budget.
 func (a *Account) reserve(est, limit int64) bool {
 	if limit < 0 {
 		return true
 	}
 	for {
 		r := a.reserved.Load()
-		if a.spent.Load()+r+est > limit {
+		s := a.spent.Load()
+		if s >= limit || s+r+est > limit {
 			return false
 		}
 		if a.reserved.CompareAndSwap(r, r+est) {

@@ -305,12 +305,24 @@ func (m *Manager) compileUser(u *store.User) *owner {
 // block or unblock).
 func (m *Manager) KeyChanged(k *store.Key) {
 	meta := m.compile(k)
+	setReset(meta.acct, k.Limits.BudgetResetAt, meta.lim.period)
 	sum, err := hex.DecodeString(k.Hash)
 	if err != nil || len(sum) != 32 {
 		return
 	}
 	m.cache.Set(string(sum), meta, 1)
 	m.cache.Wait()
+}
+
+// KeyRehashed moves a key to its new hash (regenerate): the old secret
+// stops working at once and the live account moves with the key, so its
+// spend this period and its reservations in flight carry over.
+func (m *Manager) KeyRehashed(oldHash string, k *store.Key) {
+	if v, ok := m.accts.Load(oldHash); ok {
+		m.accts.Store(k.Hash, v)
+	}
+	m.KeyDeleted(oldHash)
+	m.KeyChanged(k)
 }
 
 // KeyDeleted removes a key at once.
@@ -326,7 +338,9 @@ func (m *Manager) KeyDeleted(hash string) {
 
 // TeamChanged installs t's new limits at once.
 func (m *Manager) TeamChanged(t *store.Team) {
-	m.setOwner(&m.teams, t.TeamID, m.compileTeam(t))
+	o := m.compileTeam(t)
+	setReset(o.acct, t.Limits.BudgetResetAt, o.lim.period)
+	m.setOwner(&m.teams, t.TeamID, o)
 }
 
 // TeamDeleted makes the team's keys stop working at once.
@@ -336,7 +350,21 @@ func (m *Manager) TeamDeleted(id string) {
 
 // UserChanged installs u's new limits at once.
 func (m *Manager) UserChanged(u *store.User) {
-	m.setOwner(&m.users, u.UserID, m.compileUser(u))
+	o := m.compileUser(u)
+	setReset(o.acct, u.Limits.BudgetResetAt, o.lim.period)
+	m.setOwner(&m.users, u.UserID, o)
+}
+
+// setReset applies an admin change of budget_duration to a live account:
+// the next reset is the stored one (the admin API sets it from the new
+// duration), or none when the budget no longer resets.
+func setReset(a *Account, at *time.Time, p Period) {
+	switch {
+	case p.IsZero():
+		a.resetAt.Store(0)
+	case at != nil:
+		a.resetAt.Store(at.UnixNano())
+	}
 }
 
 func (m *Manager) setOwner(table *sync.Map, id string, o *owner) {

@@ -67,7 +67,7 @@ func newStack(t *testing.T) *stackHarness {
 		t.Fatal(err)
 	}
 	holder = gateway.NewHolder(rt)
-	api := admin.New(admin.Options{Store: st, Keys: km, Audit: w.Audit, MasterKey: "your-master-key"})
+	api := admin.New(admin.Options{Store: st, Keys: km, Audit: w.Audit, Flush: w.Flush, MasterKey: "your-master-key"})
 	srv := New(Options{Holder: holder, Metrics: m, Spend: w, Admin: api.Handle, Keys: km})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -273,4 +273,27 @@ func TestKeyBlockTakesEffectAtOnce(t *testing.T) {
 		t.Fatalf("deleted: %d", r.StatusCode)
 	}
 	_ = time.Second
+}
+
+func TestRegenerateKeepsSpendAndZeroBudgetRefuses(t *testing.T) {
+	h := newStack(t)
+	old := h.admin("/key/generate", `{"max_budget": 1}`)["key"].(string)
+	if r, b := h.post("/v1/chat/completions", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, "Authorization", "Bearer "+old); r.StatusCode != 200 {
+		t.Fatalf("%d %s", r.StatusCode, b)
+	}
+	nk := h.admin("/key/regenerate", `{"key": "`+old+`"}`)["key"].(string)
+	if r, _ := h.post("/v1/chat/completions", chat("m", ""), "Authorization", "Bearer "+old); r.StatusCode != 401 {
+		t.Fatalf("old key after regenerate: %d", r.StatusCode)
+	}
+	if r, _ := h.post("/v1/chat/completions", chat("m", ""), "Authorization", "Bearer "+nk); r.StatusCode != 200 {
+		t.Fatalf("new key: %d", r.StatusCode)
+	}
+	a, ok := h.km.KeyAccount(keys.Hash(nk))
+	if !ok || a.Spent() < 5000 {
+		t.Fatalf("the spend did not move with the key: %v", a)
+	}
+	zero := h.admin("/key/generate", `{"max_budget": 0}`)["key"].(string)
+	if r, b := h.post("/v1/chat/completions", chat("m", ""), "Authorization", "Bearer "+zero); r.StatusCode != 400 || !strings.Contains(string(b), "budget_exceeded") {
+		t.Fatalf("a zero budget must refuse: %d %s", r.StatusCode, b)
+	}
 }

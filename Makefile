@@ -54,7 +54,19 @@ e2e-deps:
 e2e: build e2e-deps
 	$(GO) test -count=1 -tags e2e ./engine/e2e/...
 
+# Load benchmark (bench/README.md): direct, bare hop and Portcullis in one
+# run; prints the table, rewrites bench/RESULTS.md and flags regressions
+# against it (BENCHFLAGS=-strict makes a regression fail the target).
 bench:
+	$(GO) build -o bench/out/portcullis ./cmd/portcullis
+	$(GO) build -o bench/out/portcullis-bench ./bench/cmd/portcullis-bench
+	bench/out/portcullis-bench run -mode short $(BENCHFLAGS)
+
+# The long run, then the engine's Go micro-benchmarks.
+bench-full:
+	$(GO) build -o bench/out/portcullis ./cmd/portcullis
+	$(GO) build -o bench/out/portcullis-bench ./bench/cmd/portcullis-bench
+	bench/out/portcullis-bench run -mode full $(BENCHFLAGS)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2000x ./engine/...
 
 clean:

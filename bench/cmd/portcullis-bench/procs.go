@@ -42,13 +42,15 @@ var (
 	children   []*child
 )
 
-// start runs path with args, output to logPath, killed with the driver.
-func start(name, logPath, path string, args ...string) (*child, error) {
+// start runs path with args in dir ("" for the current directory),
+// output to logPath, killed with the driver.
+func start(name, dir, logPath, path string, args ...string) (*child, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(path, args...)
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	errc := make(chan error, 1)

@@ -81,7 +81,7 @@ func loadNote(ss []*side) string {
 	}
 	n := fmt.Sprintf("Other processes used up to %.0f%% of the machine's CPU during these windows (hypervisor steal up to %.0f%%). Generator CPU, in cores: %s.",
 		100*bg, 100*steal, strings.Join(parts, ", "))
-	if bg > 0.10 {
+	if bg > 0.10 || steal > 0.10 {
 		n = "**Noisy:** " + n
 	}
 	return n
@@ -95,10 +95,10 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 	var checks []check
 	var body strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&body, format, args...) }
-	var maxBG float64
+	var maxBG, maxSteal float64
 	for _, ss := range [][]*side{r.pass, r.tput, r.stream} {
 		for _, x := range ss {
-			maxBG = max(maxBG, x.bg)
+			maxBG, maxSteal = max(maxBG, x.bg), max(maxSteal, x.steal)
 		}
 	}
 
@@ -255,8 +255,11 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 	fmt.Fprintf(&s, "- Machine: %s, %d cores (nproc), Linux %s\n", h.Machine, h.Cores, kernel())
 	fmt.Fprintf(&s, "- Go: %s\n- Commit: %s\n- Date: %s\n", h.Go, h.Commit, h.Date)
 	fmt.Fprintf(&s, "- One machine runs everything: the load generator, the fake upstream, the bare hop and the gateway share the same %d cores, so every number includes contention with the generator.\n", h.Cores)
-	fmt.Fprintf(&s, "- Other processes used %.0f%% of the machine just before the run and up to %.0f%% during a measurement window", 100*b.bgStart, 100*maxBG)
-	if maxBG > 0.10 || b.bgStart > 0.10 {
+	fmt.Fprintf(&s, "- Other processes used %.0f%% of the machine just before the run and up to %.0f%% during a measurement window; the hypervisor stole up to %.0f%% of it", 100*b.bgStart, 100*maxBG, 100*maxSteal)
+	if b.gateWaited > 0 {
+		fmt.Fprintf(&s, " (rounds were delayed %v in all, waiting for it to drop below 25%%)", b.gateWaited.Round(100*time.Millisecond))
+	}
+	if maxBG > 0.10 || b.bgStart > 0.10 || maxSteal > 0.10 {
 		fmt.Fprintf(&s, ": **these numbers are noisy**; rerun on a quiet machine before acting on a small difference")
 	}
 	fmt.Fprintf(&s, ".\n")

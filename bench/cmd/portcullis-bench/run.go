@@ -56,9 +56,9 @@ type mode struct {
 
 var modes = map[string]mode{
 	"short": {
-		name: "short", rounds: 3, warmup: 500 * time.Millisecond, ptRate: 1000, ptDur: 2 * time.Second, ptConns: 32,
-		tpConns: 64, tpWarm: 500 * time.Millisecond, tpDur: 1500 * time.Millisecond,
-		stRate: 100, stDur: 2 * time.Second, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
+		name: "short", rounds: 4, warmup: 300 * time.Millisecond, ptRate: 1000, ptDur: 1200 * time.Millisecond, ptConns: 32,
+		tpConns: 64, tpWarm: 300 * time.Millisecond, tpDur: time.Second,
+		stRate: 100, stDur: 1200 * time.Millisecond, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
 		idleN: 10000, idleRamp: 2000, idleHold: 2 * time.Second,
 		maxRuntime: 4 * time.Minute,
 	},
@@ -94,7 +94,10 @@ type bench struct {
 	// bgStart is the share of the machine other processes used just
 	// before the run.
 	bgStart float64
-	log     func(format string, args ...any)
+	// gate's budget and what it spent
+	gateInit             bool
+	gateLeft, gateWaited time.Duration
+	log                  func(format string, args ...any)
 }
 
 func run(args []string) int {
@@ -269,7 +272,7 @@ func (b *bench) setup(gwBin string) error {
 	upAddr, bareAddr, gwAddr, gwWarnAddr := hostPort(ports[0]), hostPort(ports[1]), hostPort(ports[2]), hostPort(ports[3])
 	life := (b.m.maxRuntime + time.Minute).String()
 
-	b.up, err = start("fake upstream", filepath.Join(b.out, "upstream.log"), self, "upstream", "-listen", upAddr,
+	b.up, err = start("fake upstream", "", filepath.Join(b.out, "upstream.log"), self, "upstream", "-listen", upAddr,
 		"-chunks", fmt.Sprint(b.m.chunks), "-gap", b.m.gap.String(), "-idle-gap", "60s", "-lifetime", life)
 	if err != nil {
 		return err
@@ -277,7 +280,7 @@ func (b *bench) setup(gwBin string) error {
 	if err := waitTCP(b.up, upAddr, 10*time.Second); err != nil {
 		return err
 	}
-	bare, err := start("bare hop", filepath.Join(b.out, "bare-hop.log"), self, "bare-hop", "-listen", bareAddr, "-upstream", upAddr, "-lifetime", life)
+	bare, err := start("bare hop", "", filepath.Join(b.out, "bare-hop.log"), self, "bare-hop", "-listen", bareAddr, "-upstream", upAddr, "-lifetime", life)
 	if err != nil {
 		return err
 	}
@@ -329,12 +332,29 @@ model_list:
 	return s
 }
 
+// startGateway runs a gateway in a fresh working directory of its own,
+// bench/out/run-<name>/: whatever it keeps there by default (its SQLite file of
+// spend records) starts empty on every run and never lands in the
+// repository's root.
 func (b *bench) startGateway(bin, name string, port, upPort int, level string) (*child, error) {
-	cfg := filepath.Join(b.out, name+".yaml")
+	dir, err := filepath.Abs(filepath.Join(b.out, "run-"+name))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfg, []byte(gatewayConfig(upPort, level)), 0o644); err != nil {
 		return nil, err
 	}
-	c, err := start(name, filepath.Join(b.out, name+".log"), bin, "--config", cfg, "--port", fmt.Sprint(port), "--host", "127.0.0.1")
+	if bin, err = filepath.Abs(bin); err != nil {
+		return nil, err
+	}
+	c, err := start(name, dir, filepath.Join(b.out, name+".log"), bin, "--config", cfg, "--port", fmt.Sprint(port), "--host", "127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
@@ -357,11 +377,10 @@ func (b *bench) request(t *target, stream, idle bool) loadgen.Target {
 			path = "/idle/v1/chat/completions"
 		}
 	}
-	return loadgen.Target{
-		Name: t.name, Addr: t.addr, Path: path,
-		Body:   fmt.Appendf(nil, chatBody, model, extra),
-		Header: []string{"Authorization: Bearer sk-bench"},
-	}
+	// No Authorization header: the config has no master key, so the
+	// gateway serves anonymous callers, and a bearer it does not know
+	// would be rejected as an invalid virtual key.
+	return loadgen.Target{Name: t.name, Addr: t.addr, Path: path, Body: fmt.Appendf(nil, chatBody, model, extra)}
 }
 
 // probe checks that t answers a JSON and a streamed request correctly.
@@ -571,6 +590,7 @@ func (b *bench) rounds(targets []*target, fn func(t *target, w *window) (*loadge
 	sides := make([]*side, len(targets))
 	for round := 0; round < b.m.rounds; round++ {
 		for i, t := range targets {
+			b.gate()
 			w := newWindow(t.proc.pid(), b.up.pid())
 			res, err := fn(t, w)
 			if err != nil {
@@ -586,7 +606,7 @@ func (b *bench) rounds(targets []*target, fn func(t *target, w *window) (*loadge
 		}
 	}
 	for _, s := range sides {
-		b.log("  %-24s %s  (other processes: up to %.0f%%)", s.t.name, logLine(s), 100*s.bg)
+		b.log("  %-24s %s  (other processes up to %.0f%%, steal up to %.0f%%)", s.t.name, logLine(s), 100*s.bg, 100*s.steal)
 	}
 	return sides, nil
 }
@@ -654,11 +674,37 @@ func (b *bench) idleStreams(r *results) error {
 	return nil
 }
 
+// gate delays a round by up to 2 s while other processes use more than a
+// quarter of the machine, within a budget for the whole run (15 s short,
+// 3 min full). The paths take turns, so this favours none of them; it
+// only avoids starting a round in the middle of someone's build.
+func (b *bench) gate() {
+	if b.gateLeft == 0 && !b.gateInit {
+		b.gateInit = true
+		b.gateLeft = 15 * time.Second
+		if b.m.name == "full" {
+			b.gateLeft = 3 * time.Minute
+		}
+	}
+	for waited := time.Duration(0); waited < 2*time.Second && b.gateLeft > 0; {
+		w := newWindow()
+		w.on(true)
+		time.Sleep(200 * time.Millisecond)
+		w.on(false)
+		if bg, _, _ := w.load(); bg < 0.25 {
+			return
+		}
+		waited += 200 * time.Millisecond
+		b.gateLeft -= 200 * time.Millisecond
+		b.gateWaited += 200 * time.Millisecond
+	}
+}
+
 // waitQuiet waits (a bounded time) for other processes to leave the
 // machine mostly idle, and returns the share of it they used in the last
 // second sampled.
 func (b *bench) waitQuiet() float64 {
-	maxWait := 20 * time.Second
+	maxWait := 5 * time.Second
 	if b.m.name == "full" {
 		maxWait = 2 * time.Minute
 	}

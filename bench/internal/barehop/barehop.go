@@ -20,7 +20,19 @@ func New(upstream string) *fasthttp.Server {
 		MaxIdleConnDuration:      90 * time.Second,
 		NoDefaultUserAgentHeader: true,
 	}
-	h := func(ctx *fasthttp.RequestCtx) {
+	return &fasthttp.Server{
+		Handler:               Handler(client),
+		Name:                  "bare-hop",
+		Concurrency:           1 << 20,
+		NoDefaultServerHeader: true,
+		NoDefaultDate:         true,
+	}
+}
+
+// Handler forwards each request through client.
+func Handler(client *fasthttp.HostClient) fasthttp.RequestHandler {
+	upstream := client.Addr
+	return func(ctx *fasthttp.RequestCtx) {
 		req := fasthttp.AcquireRequest()
 		ctx.Request.CopyTo(req)
 		req.Header.Del("Connection")
@@ -37,13 +49,6 @@ func New(upstream string) *fasthttp.Server {
 		resp.Header.CopyTo(&ctx.Response.Header)
 		ctx.Response.Header.Del("Connection")
 		ctx.Response.SetBodyStream(&body{r: resp.BodyStream(), resp: resp}, resp.Header.ContentLength())
-	}
-	return &fasthttp.Server{
-		Handler:               h,
-		Name:                  "bare-hop",
-		Concurrency:           1 << 20,
-		NoDefaultServerHeader: true,
-		NoDefaultDate:         true,
 	}
 }
 

@@ -82,6 +82,7 @@ func HoldStreams(cfg IdleConfig) *Idle {
 			s.mu.Unlock()
 			if err := c.Send(Now()); err != nil {
 				fail(err)
+				_ = c.Close()
 				return
 			}
 			_ = c.ts.Conn.SetReadDeadline(time.Now().Add(cfg.Timeout))
@@ -92,10 +93,13 @@ func HoldStreams(cfg IdleConfig) *Idle {
 				s.Established.Add(1)
 			case status != 200:
 				fail(fmt.Errorf("HTTP %d before the first data event", status))
+				_ = c.Close() // a failed stream holds nothing open
 			case err == nil:
 				fail(errors.New("stream ended before its first data event"))
+				_ = c.Close()
 			default:
 				fail(err)
+				_ = c.Close()
 			}
 		}()
 	}

@@ -200,28 +200,24 @@ func RunOpen(cfg OpenConfig) (*Result, error) {
 		pacerEnd atomic.Bool
 	)
 	inWindow := func(at time.Duration) bool { return at >= winStart && at < winEnd }
-	complete := func() {
-		n := finished.Add(1)
-		if pacerEnd.Load() && n == issued.Load() {
-			select {
-			case allDone <- struct{}{}:
-			default:
-			}
+	signalDone := func() {
+		select {
+		case allDone <- struct{}{}:
+		default: // already signalled
 		}
 	}
-	// send puts c to work on the request due at at; a failed write is a
-	// failed request and the connection is redialled.
-	var send func(c *Conn, at time.Duration)
-	send = func(c *Conn, at time.Duration) {
+	complete := func() {
+		n := finished.Add(1)
+		if pacerEnd.Load() && n >= issued.Load() {
+			signalDone()
+		}
+	}
+	// send puts c to work on the request due at at. A failed write closes
+	// the connection: its reader then fails on it, counts the request as
+	// failed and redials, so a request is completed in one place only.
+	send := func(c *Conn, at time.Duration) {
 		if err := c.Send(at); err != nil {
-			if inWindow(at) {
-				rec.fail(err)
-			}
-			complete()
-			if c.Redial() != nil {
-				return // lost: its reader ends on the broken connection
-			}
-			next(c, &mu, &free, &pending, send)
+			_ = c.ts.Conn.Close()
 		}
 	}
 
@@ -319,13 +315,13 @@ func RunOpen(cfg OpenConfig) (*Result, error) {
 	}()
 	<-pacerDone
 	pacerEnd.Store(true)
-	if finished.Load() == issued.Load() {
-		allDone <- struct{}{}
+	if finished.Load() >= issued.Load() {
+		signalDone()
 	}
 	select {
 	case <-allDone:
 	case <-time.After(cfg.Drain):
-		lost := issued.Load() - finished.Load()
+		lost := max(issued.Load()-finished.Load(), 0)
 		rec.mu.Lock()
 		rec.r.Errors += lost
 		if rec.r.FirstErr == "" {

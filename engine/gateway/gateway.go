@@ -139,13 +139,14 @@ func Build(cfg *config.Config, o Options) (*Runtime, error) {
 	var mws []pipeline.Middleware
 	rt.AllowAnonymous = cfg.Auth.AllowAnonymous || cfg.General.MasterKey == ""
 	switch {
+	case cfg.General.MasterKey == "":
+		// No master key: no authentication at all, as LiteLLM (whatever
+		// key a client sends is ignored).
 	case o.Keys != nil:
 		// Virtual keys (the master key is one of them).
 		mws = append(mws, o.Keys)
-		if cfg.General.MasterKey != "" {
-			rt.Master = &auth.MasterKey{Key: []byte(cfg.General.MasterKey)}
-		}
-	case cfg.General.MasterKey != "":
+		rt.Master = &auth.MasterKey{Key: []byte(cfg.General.MasterKey)}
+	default:
 		rt.Master = &auth.MasterKey{Key: []byte(cfg.General.MasterKey)}
 		if !cfg.Auth.AllowAnonymous {
 			mws = append(mws, rt.Master)

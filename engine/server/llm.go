@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
@@ -379,11 +380,17 @@ func (b *streamBody) step() {
 		}
 		b.s.account(b.x)
 	}
-	if b.hideUsage && bytes.Contains(ev.Data, []byte(`"usage"`)) && gjson.GetBytes(ev.Data, "choices.#").Int() == 0 &&
-		gjson.GetBytes(ev.Data, "usage").IsObject() {
-		// The usage chunk Portcullis asked for to count tokens; the
-		// client did not ask for it.
-		return
+	if b.hideUsage && bytes.Contains(ev.Data, []byte(`"usage"`)) && gjson.GetBytes(ev.Data, "usage").IsObject() {
+		if gjson.GetBytes(ev.Data, "choices.#").Int() == 0 {
+			// The usage chunk Portcullis asked for to count tokens; the
+			// client did not ask for it.
+			return
+		}
+		// Usage on a content chunk (Mistral sends it unasked): the client
+		// did not ask for usage, so the chunk goes out without it.
+		if d, err := sjson.DeleteBytes(ev.Data, "usage"); err == nil {
+			ev.Data = d
+		}
 	}
 	b.out = sse.AppendEvent(b.out, ev.Name, ev.Data)
 }

@@ -370,7 +370,16 @@ func (s *Server) openaiChat(ctx *fasthttp.RequestCtx) {
 				chunk(map[string]any{"content": p}, nil)
 			}
 		}
-		chunk(map[string]any{}, finish)
+		if strings.HasPrefix(model, "mistral") && !includeUsage {
+			// Mistral sends usage on its last chunk whether or not it was
+			// asked for (it rejects stream_options).
+			c, _ := json.Marshal(map[string]any{"id": "chatcmpl-up1", "object": "chat.completion.chunk", "created": 1700000000,
+				"model": model, "choices": []any{map[string]any{"index": 0, "delta": map[string]any{}, "finish_reason": finish}},
+				"usage": usage})
+			fmt.Fprintf(w, "data: %s\n\n", c)
+		} else {
+			chunk(map[string]any{}, finish)
+		}
 		if includeUsage {
 			c, _ := json.Marshal(map[string]any{"id": "chatcmpl-up1", "object": "chat.completion.chunk", "created": 1700000000,
 				"model": model, "choices": []any{}, "usage": usage})

@@ -53,8 +53,13 @@ func openStack(cfg *config.Config, log *zap.Logger, est keys.Estimator) (*stack,
 	}
 	s := &stack{store: st}
 	s.writer = spend.NewWriter(st, spend.Options{FlushInterval: cfg.Spend.FlushInterval, Log: log.Named("spend")})
+	if cfg.General.MasterKey == "" {
+		// No master key: no authentication, so no key stage and no admin
+		// API (as LiteLLM); spend is still recorded.
+		return s, nil
+	}
 	km, err := keys.New(keys.Options{Store: st, MasterKey: cfg.General.MasterKey, Estimator: est,
-		Log: log.Named("keys"), AllowAnonymous: cfg.Auth.AllowAnonymous || cfg.General.MasterKey == ""})
+		Log: log.Named("keys"), AllowAnonymous: cfg.Auth.AllowAnonymous, CacheKeys: int64(cfg.Auth.KeyCacheSize)})
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -72,9 +77,7 @@ func openStack(cfg *config.Config, log *zap.Logger, est keys.Estimator) (*stack,
 		}
 	}
 	s.keys = km
-	if cfg.General.MasterKey != "" {
-		s.admin = admin.New(admin.Options{Store: st, Keys: km, Audit: s.writer.Audit, Flush: s.writer.Flush, MasterKey: cfg.General.MasterKey, Log: log.Named("admin")})
-	}
+	s.admin = admin.New(admin.Options{Store: st, Keys: km, Audit: s.writer.Audit, Flush: s.writer.Flush, MasterKey: cfg.General.MasterKey, Log: log.Named("admin")})
 	return s, nil
 }
 

@@ -167,6 +167,8 @@ type AuthSettings struct {
 	// master key is set (the development default of `make run`); a key
 	// that is sent is always checked.
 	AllowAnonymous bool
+	// KeyCacheSize bounds the hot key metadata cache (default 100,000).
+	KeyCacheSize int
 }
 
 // LogSettings is portcullis.log.
@@ -574,7 +576,7 @@ func readPortcullis(o *obj, c *Config) {
 	c.Spend = SpendSettings{FlushInterval: sp.duration("flush_interval"), Strict: sp.boolean("strict")}
 	sp.unknown(nil)
 	au := o.child("auth")
-	c.Auth = AuthSettings{AllowAnonymous: au.boolean("allow_anonymous")}
+	c.Auth = AuthSettings{AllowAnonymous: au.boolean("allow_anonymous"), KeyCacheSize: au.integer("key_cache_size")}
 	au.unknown(nil)
 	l := o.child("log")
 	c.Log = LogSettings{Format: l.str("format"), Level: l.str("level")}

@@ -132,7 +132,8 @@ type Options struct {
 	MasterKey string
 	Estimator Estimator
 	Log       *zap.Logger
-	// CacheKeys bounds the metadata cache (default 1,000,000 keys).
+	// CacheKeys bounds the metadata cache (default 100,000 keys; a miss
+	// costs one SQLite read).
 	CacheKeys int64
 	// AllowAnonymous serves requests that carry no key at all (a key that
 	// is sent is always checked).
@@ -142,7 +143,7 @@ type Options struct {
 // New builds the stage.
 func New(o Options) (*Manager, error) {
 	if o.CacheKeys <= 0 {
-		o.CacheKeys = 1_000_000
+		o.CacheKeys = 100_000
 	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()

@@ -61,12 +61,17 @@ func NewClient() *Client {
 	c := &Client{}
 	dialer := &fasthttp.TCPDialer{Concurrency: 0, DNSCacheDuration: time.Minute}
 	c.Client = &fasthttp.Client{
-		Name:                          "portcullis",
-		NoDefaultUserAgentHeader:      false,
-		MaxConnsPerHost:               4096,
-		MaxIdleConnDuration:           90 * time.Second,
-		ReadBufferSize:                16 << 10,
-		WriteBufferSize:               16 << 10,
+		Name:                     "portcullis",
+		NoDefaultUserAgentHeader: false,
+		// Every open stream holds a connection: the cap is high, and a
+		// request waits a little for a free connection rather than fail.
+		MaxConnsPerHost:     1 << 16,
+		MaxConnWaitTimeout:  2 * time.Second,
+		MaxIdleConnDuration: 90 * time.Second,
+		// 4 KiB buffers: an idle stream holds its read buffer for its
+		// whole life (bodies larger than the buffer are written through).
+		ReadBufferSize:                4 << 10,
+		WriteBufferSize:               4 << 10,
 		MaxResponseBodySize:           256 << 20,
 		DisableHeaderNamesNormalizing: false,
 		// Retries are the router's decision, never the client's.
@@ -219,6 +224,10 @@ func (s *httpStream) Close() error {
 }
 
 func (ep *Endpoint) transportError(err error) *errs.Error {
+	if errors.Is(err, fasthttp.ErrNoFreeConns) {
+		// Our own connection cap, not the upstream's fault: no cooldown.
+		return errs.New(503, errs.CodeUnavailable, ep.Provider+": too many concurrent upstream connections; try again").Wrap(err)
+	}
 	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) {
 		e := errs.New(408, errs.CodeUpstreamTimeout, ep.Provider+": upstream request timed out")
 		e.Retryable, e.Fallback, e.Provider = true, true, ep.Provider

@@ -130,15 +130,17 @@ func New(o Options) *Server {
 		promh:    fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{})),
 	}
 	s.srv = &fasthttp.Server{
-		Handler:                       s.Handle,
-		ErrorHandler:                  s.handleParseError,
-		Name:                          "portcullis",
-		MaxRequestBodySize:            st.MaxBodyBytes,
-		ReadTimeout:                   st.ReadTimeout,
-		WriteTimeout:                  st.WriteTimeout,
-		IdleTimeout:                   st.IdleTimeout,
-		Concurrency:                   st.MaxConns,
-		ReadBufferSize:                16 << 10,
+		Handler:            s.Handle,
+		ErrorHandler:       s.handleParseError,
+		Name:               "portcullis",
+		MaxRequestBodySize: st.MaxBodyBytes,
+		ReadTimeout:        st.ReadTimeout,
+		WriteTimeout:       st.WriteTimeout,
+		IdleTimeout:        st.IdleTimeout,
+		Concurrency:        st.MaxConns,
+		// Request headers up to 8 KiB (larger: 431). The buffer is held
+		// for the life of a connection, streams included.
+		ReadBufferSize:                8 << 10,
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,
 		DisablePreParseMultipartForm:  true,

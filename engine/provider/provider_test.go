@@ -1,8 +1,12 @@
 package provider
 
 import (
+	"net"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/portcullis/portcullis/engine/errs"
 )
@@ -79,3 +83,16 @@ func TestUpstreamErrorNeverLeaksTheKey(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+func TestLocalExhaustionIsNotTheUpstreamsFault(t *testing.T) {
+	ep := &Endpoint{Provider: "openai"}
+	for _, err := range []error{syscall.EADDRNOTAVAIL, syscall.EMFILE, fasthttp.ErrNoFreeConns} {
+		e := ep.transportError(&net.OpError{Op: "dial", Err: err})
+		if err == fasthttp.ErrNoFreeConns {
+			e = ep.transportError(err)
+		}
+		if e.Status != 503 || e.Provider != "" || e.Fallback {
+			t.Errorf("%v: %+v", err, e)
+		}
+	}
+}

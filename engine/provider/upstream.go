@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -224,9 +225,11 @@ func (s *httpStream) Close() error {
 }
 
 func (ep *Endpoint) transportError(err error) *errs.Error {
-	if errors.Is(err, fasthttp.ErrNoFreeConns) {
-		// Our own connection cap, not the upstream's fault: no cooldown.
-		return errs.New(503, errs.CodeUnavailable, ep.Provider+": too many concurrent upstream connections; try again").Wrap(err)
+	if errors.Is(err, fasthttp.ErrNoFreeConns) || errors.Is(err, syscall.EADDRNOTAVAIL) ||
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+		// Our own limits (connection cap, local ports, file descriptors),
+		// not the upstream's fault: no cooldown, no fallback storm.
+		return errs.New(503, errs.CodeUnavailable, ep.Provider+": the gateway is out of connections ("+localCause(err)+"); try again").Wrap(err)
 	}
 	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) {
 		e := errs.New(408, errs.CodeUpstreamTimeout, ep.Provider+": upstream request timed out")
@@ -236,6 +239,17 @@ func (ep *Endpoint) transportError(err error) *errs.Error {
 	e := errs.New(502, errs.CodeUpstreamUnreachable, ep.Provider+": cannot reach upstream: "+scrub(err.Error(), ep.Secret))
 	e.Retryable, e.Fallback, e.Provider = true, true, ep.Provider
 	return e
+}
+
+func localCause(err error) string {
+	switch {
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return "per-host cap"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "no free local port"
+	default:
+		return "no free file descriptor"
+	}
 }
 
 // UpstreamError maps an upstream error response to a gateway error. The

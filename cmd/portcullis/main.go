@@ -94,7 +94,8 @@ func serve(args []string) int {
 	est.h = holder
 	defer holder.Close()
 	server.Version = version
-	so := server.Options{Holder: holder, Log: log.Named("access"), Metrics: metrics, Settings: cfg.Server, StrictSpend: cfg.Spend.Strict}
+	so := server.Options{Holder: holder, Log: log.Named("access"), Metrics: metrics, Settings: cfg.Server, StrictSpend: cfg.Spend.Strict,
+		StorePrompts: cfg.Spend.StorePrompts}
 	if stk.writer != nil {
 		so.Spend = stk.writer
 	}

@@ -131,8 +131,9 @@ type LiteLLMSettings struct {
 
 // GeneralSettings is general_settings.
 type GeneralSettings struct {
-	MasterKey   string
-	DatabaseURL string
+	MasterKey    string
+	DatabaseURL  string
+	StorePrompts bool // store_prompts_in_spend_logs
 }
 
 // ServerSettings is portcullis.server.
@@ -159,6 +160,9 @@ type StorageSettings struct {
 type SpendSettings struct {
 	FlushInterval time.Duration // default 100ms
 	Strict        bool          // commit before the response's last byte
+	// StorePrompts keeps each request's body and (non-streamed) response
+	// in its spend record (LiteLLM's store_prompts_in_spend_logs).
+	StorePrompts bool
 }
 
 // AuthSettings is portcullis.auth.
@@ -256,7 +260,8 @@ func Parse(data []byte, source string, getenv func(string) string) (*Config, err
 }
 
 func readGeneral(o *obj) GeneralSettings {
-	g := GeneralSettings{MasterKey: o.str("master_key"), DatabaseURL: o.str("database_url")}
+	g := GeneralSettings{MasterKey: o.str("master_key"), DatabaseURL: o.str("database_url"),
+		StorePrompts: o.boolean("store_prompts_in_spend_logs")}
 	if g.MasterKey == "" {
 		// LiteLLM reads LITELLM_MASTER_KEY; ours takes precedence.
 		g.MasterKey = o.r.getenv("PORTCULLIS_MASTER_KEY")
@@ -573,7 +578,8 @@ func readPortcullis(o *obj, c *Config) {
 		c.Storage.Path = "portcullis.db"
 	}
 	sp := o.child("spend")
-	c.Spend = SpendSettings{FlushInterval: sp.duration("flush_interval"), Strict: sp.boolean("strict")}
+	c.Spend = SpendSettings{FlushInterval: sp.duration("flush_interval"), Strict: sp.boolean("strict"),
+		StorePrompts: sp.boolean("store_prompts") || c.General.StorePrompts}
 	sp.unknown(nil)
 	au := o.child("auth")
 	c.Auth = AuthSettings{AllowAnonymous: au.boolean("allow_anonymous"), KeyCacheSize: au.integer("key_cache_size")}

@@ -108,8 +108,11 @@ type Exchange struct {
 	Cost int64
 	// Accounted is set once cost, settlement and the spend record are done.
 	Accounted bool
-	groups    [4]string
-	ngroup    int
+	// Output is the response body sent, kept only when spend records
+	// store prompts and responses.
+	Output []byte
+	groups [4]string
+	ngroup int
 
 	// Filled by the response path.
 	Status    int

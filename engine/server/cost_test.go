@@ -87,3 +87,33 @@ model_list:
 	}
 	_ = w.Close(context.Background())
 }
+
+func TestSpendRecordsStorePromptsOnlyWhenConfigured(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		cfg, _ := config.Parse([]byte("model_list:\n  - model_name: m\n    litellm_params: {model: mock/m}\n"), "p", nil)
+		st, err := sqlite.Open(filepath.Join(t.TempDir(), "p.db"), sqlite.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := spend.NewWriter(st, spend.Options{})
+		rt, _ := gateway.Build(cfg, gateway.Options{})
+		srv := New(Options{Holder: gateway.NewHolder(rt), Spend: w, StorePrompts: keep})
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		go func() { _ = srv.Serve(ln) }()
+		h := &harness{t: t, srv: srv, url: "http://" + ln.Addr().String()}
+		h.post("/v1/chat/completions", chat("m", ""))
+		_ = w.Flush(context.Background())
+		recs, _ := st.ListSpend(context.Background(), store.SpendFilter{})
+		if len(recs) != 1 {
+			t.Fatalf("%d records", len(recs))
+		}
+		got := len(recs[0].Prompt) > 0 && len(recs[0].Response) > 0
+		if got != keep {
+			t.Fatalf("store_prompts=%v: prompt %q response %q", keep, recs[0].Prompt, recs[0].Response)
+		}
+		http.DefaultClient.CloseIdleConnections()
+		_ = srv.Shutdown()
+		_ = w.Close(context.Background())
+		_ = st.Close()
+	}
+}

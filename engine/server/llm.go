@@ -65,6 +65,9 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 	// The body may alias the upstream response buffer, released with the
 	// exchange, so it is copied into the client response here.
 	ctx.SetBody(body)
+	if s.prompts && s.spend != nil {
+		x.Output = ctx.Response.Body()
+	}
 	s.finish(rt, x)
 }
 
@@ -119,6 +122,16 @@ func (s *Server) account(x *pipeline.Exchange) {
 	}
 	if x.Err != nil {
 		rec.ErrorCode = string(x.Err.Code)
+	}
+	if s.prompts {
+		// Copies: the request and response buffers are reused after the
+		// request, and the record waits in the writer's queue.
+		if gjson.ValidBytes(x.Body) {
+			rec.Prompt = append([]byte(nil), x.Body...)
+		}
+		if len(x.Output) > 0 && gjson.ValidBytes(x.Output) {
+			rec.Response = append([]byte(nil), x.Output...)
+		}
 	}
 	if s.strict {
 		if err := s.spend.AddSync(context.Background(), rec); err != nil {

@@ -68,6 +68,9 @@ type Options struct {
 	// StrictSpend commits a request's record before the last byte of its
 	// response is sent.
 	StrictSpend bool
+	// StorePrompts keeps request bodies and non-streamed responses in the
+	// spend records.
+	StorePrompts bool
 	// Admin serves the admin API (/key, /team, /user, /spend...); nil: 404.
 	Admin fasthttp.RequestHandler
 	// Keys validates virtual keys on /v1/models; nil: master key only.
@@ -90,6 +93,7 @@ type Server struct {
 	promh    fasthttp.RequestHandler
 	spend    SpendSink
 	strict   bool
+	prompts  bool
 	admin    fasthttp.RequestHandler
 	keys     KeyChecker
 	idPrefix string
@@ -125,7 +129,7 @@ func New(o Options) *Server {
 	_, _ = rand.Read(rnd[:])
 	s := &Server{
 		holder: o.Holder, log: o.Log, metrics: o.Metrics, settings: st,
-		spend: o.Spend, strict: o.StrictSpend, admin: o.Admin, keys: o.Keys,
+		spend: o.Spend, strict: o.StrictSpend, prompts: o.StorePrompts, admin: o.Admin, keys: o.Keys,
 		idPrefix: "req-" + hex.EncodeToString(rnd[:]) + "-",
 		promh:    fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{})),
 	}

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"testing"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/portcullis/portcullis/engine/store"
@@ -30,10 +30,10 @@ func expInsertSQL(n int, returning bool) string {
 }
 
 func BenchmarkExp(b *testing.B) {
-	for _, per := range []int{1, 16, 64} {
+	for _, per := range []int{1, 8, 32, 64, 128} {
 		for _, ret := range []bool{false, true} {
-			for _, drop := range []bool{false, true} {
-				for _, prag := range []string{"", "PRAGMA cache_size=-65536"} {
+			for _, drop := range []bool{true} {
+				for _, prag := range []string{"", "PRAGMA temp_store=MEMORY"} {
 					if per == 1 && ret {
 						continue
 					}

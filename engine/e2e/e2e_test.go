@@ -152,7 +152,7 @@ func TestE2E(t *testing.T) {
 		})
 		t.Run("openai-anthropic", func(t *testing.T) {
 			t.Parallel()
-			runNode(t, node, nodeDir, full.url, masterKey, "openai.test.mjs", "anthropic.test.mjs")
+			runNode(t, node, nodeDir, full.url, masterKey, "openai.test.mjs", "anthropic.test.mjs", "keys.test.mjs")
 		})
 	})
 

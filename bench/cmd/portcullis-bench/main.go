@@ -4,9 +4,10 @@
 // the same load, and reports the differences, the gateway's CPU time per
 // request and its memory. See bench/README.md.
 //
-//	portcullis-bench run [-mode short|full] [-gateway bench/out/portcullis] [-results bench/RESULTS.md] [-strict]
+//	portcullis-bench run [-mode short|full] [-gateway bench/out/portcullis] [-results bench/RESULTS.md] [-strict] [-only ...] [-keys ...]
 //	portcullis-bench upstream -listen 127.0.0.1:9100 [-chunks 50] [-gap 5ms] [-delay 0] [-idle-gap 60s]
 //	portcullis-bench bare-hop -listen 127.0.0.1:9101 -upstream 127.0.0.1:9100
+//	portcullis-bench seed-keys -db portcullis.db -n 1000000 [-bulk=true]
 package main
 
 import (
@@ -33,8 +34,10 @@ func main() {
 		os.Exit(serveUpstream(args))
 	case "bare-hop":
 		os.Exit(serveBareHop(args))
+	case "seed-keys":
+		os.Exit(serveSeedKeys(args))
 	default:
-		fmt.Fprintf(os.Stderr, "portcullis-bench: unknown command %q (run, upstream, bare-hop)\n", cmd)
+		fmt.Fprintf(os.Stderr, "portcullis-bench: unknown command %q (run, upstream, bare-hop, seed-keys)\n", cmd)
 		os.Exit(2)
 	}
 }

@@ -96,15 +96,15 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 	var body strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&body, format, args...) }
 	var maxBG, maxSteal float64
-	for _, ss := range [][]*side{r.pass, r.tput, r.stream} {
+	for _, ss := range [][]*side{r.pass, r.tput, r.stream, r.keys} {
 		for _, x := range ss {
 			maxBG, maxSteal = max(maxBG, x.bg), max(maxSteal, x.steal)
 		}
 	}
 
 	// (a) pass-through
-	if len(r.pass) > 0 {
-		pd, pb, pp := find(r.pass, "direct"), find(r.pass, "bare"), find(r.pass, "pc")
+	if pp := find(r.pass, "pc"); pp != nil {
+		pd, pb := find(r.pass, "direct"), find(r.pass, "bare")
 		add := func(x *side, p float64) float64 { return q(x.res.Latency, p) - q(pd.res.Latency, p) }
 		met["passthrough.added_p50_us"], met["passthrough.added_p99_us"] = add(pp, .5), add(pp, .99)
 		met["passthrough.bare_added_p50_us"], met["passthrough.bare_added_p99_us"] = add(pb, .5), add(pb, .99)
@@ -123,6 +123,9 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 			m.ptRate, m.ptConns, m.rounds, m.ptDur, m.warmup)
 		w("| path | p50 | p90 | p99 | p99.9 | added p50 | added p99 | CPU/req (own process) | upstream CPU/req | RSS after | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range r.pass {
+			if x.t.key == "pcfull" {
+				continue
+			}
 			a50, a99 := "—", "—"
 			if x != pd {
 				a50, a99 = signed(add(x, .5)), signed(add(x, .99))
@@ -131,26 +134,12 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 			w("| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s |\n", x.t.name, us(l.Quantile(.5)), us(l.Quantile(.9)), us(l.Quantile(.99)), us(l.Quantile(.999)),
 				a50, a99, usf(x.cpuPerReq()), x.t.procLabel, usf(x.upCPUPerReq()), mib(x.mem.RSS), errCell(x.res.Errors, x.res.FirstErr))
 		}
-		w("\nGenerator send lag (actual minus intended send time; part of every latency above): ")
-		for i, x := range r.pass {
-			if i > 0 {
-				w("; ")
-			}
-			w("%s p50 %s p99 %s", x.t.name, us(x.res.SendLag.Quantile(.5)), us(x.res.SendLag.Quantile(.99)))
-		}
-		w(". Service time (from the actual send) p50 / p99: ")
-		for i, x := range r.pass {
-			if i > 0 {
-				w("; ")
-			}
-			w("%s %s / %s", x.t.name, us(x.res.Service.Quantile(.5)), us(x.res.Service.Quantile(.99)))
-		}
-		w(".\n\n%s\n\n", loadNote(r.pass))
+		w("\n%s\n\n%s\n\n", lagNote(r.pass), loadNote(r.pass))
 	}
 
 	// throughput
-	if len(r.tput) > 0 {
-		tb, tp := find(r.tput, "bare"), find(r.tput, "pc")
+	if tp := find(r.tput, "pc"); tp != nil {
+		tb := find(r.tput, "bare")
 		met["throughput.rps"], met["throughput.bare_rps"], met["throughput.direct_rps"] = tp.res.Throughput(), tb.res.Throughput(), find(r.tput, "direct").res.Throughput()
 		met["throughput.cpu_us_per_req"], met["throughput.bare_cpu_us_per_req"] = tp.cpuPerReq(), tb.cpuPerReq()
 		checks = append(checks, check{fmt.Sprintf("max throughput (closed loop, %d connections) ≥ 0.6 × bare hop's", m.tpConns),
@@ -159,6 +148,9 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 		w("## Maximum throughput, closed loop\n\n%d connections, each sending its next request when the previous answer ends; %d rounds of %v (each after %v of warm-up) per path, the paths taking turns. Latency here is service time (a closed loop has no schedule).\n\n", m.tpConns, m.rounds, m.tpDur, m.tpWarm)
 		w("| path | req/s | vs bare hop | p50 | p99 | p99.9 | CPU/req (own process) | CPU used (cores) | upstream CPU/req | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range r.tput {
+			if x.t.key == "pcfull" {
+				continue
+			}
 			l := x.res.Latency
 			w("| %s | %.0f | %.2f× | %s | %s | %s | %s (%s) | %.2f | %s | %s | %s |\n", x.t.name, x.res.Throughput(), x.res.Throughput()/tb.res.Throughput(),
 				us(l.Quantile(.5)), us(l.Quantile(.99)), us(l.Quantile(.999)), usf(x.cpuPerReq()), x.t.procLabel,
@@ -167,6 +159,8 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 		w("\nAt max throughput the gateway's CPU per request is %.2f× the bare hop's (the CPU target is taken at the fixed rate of (a)).\n\n%s\n\n",
 			tp.cpuPerReq()/tb.cpuPerReq(), loadNote(r.tput))
 	}
+
+	checks = append(checks, renderPipeline(&body, m, r, met)...)
 
 	// (c) streaming
 	if len(r.stream) > 0 {
@@ -248,6 +242,8 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 		w("\n")
 	}
 
+	checks = append(checks, renderKeys(&body, m, r, met)...)
+
 	var s strings.Builder
 	fmt.Fprintf(&s, "# Portcullis benchmark results\n\n")
 	fmt.Fprintf(&s, "Written by `portcullis-bench run -mode %s` (`make bench%s`); rewritten by every run after comparing with the previous one. See [README.md](README.md) for the method and what each number means.\n\n",
@@ -276,4 +272,184 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 	fmt.Fprintf(&s, "\n%d of %d targets pass.\n\n", pass, len(checks))
 	s.WriteString(body.String())
 	return s.String(), met
+}
+
+// lagNote gives the generator's send lag and the service time of each path
+// of an open-loop scenario.
+func lagNote(ss []*side) string {
+	var b strings.Builder
+	b.WriteString("Generator send lag (actual minus intended send time; part of every latency above): ")
+	for i, x := range ss {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s p50 %s p99 %s", x.t.name, us(x.res.SendLag.Quantile(.5)), us(x.res.SendLag.Quantile(.99)))
+	}
+	b.WriteString(". Service time (from the actual send) p50 / p99: ")
+	for i, x := range ss {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s %s / %s", x.t.name, us(x.res.Service.Quantile(.5)), us(x.res.Service.Quantile(.99)))
+	}
+	b.WriteString(".")
+	return b.String()
+}
+
+// pick returns the sides of ss with the given keys, in that order,
+// skipping those not measured.
+func pick(ss []*side, keys ...string) []*side {
+	var out []*side
+	for _, k := range keys {
+		if x := find(ss, k); x != nil {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// renderPipeline writes (b): the gateway with a master key and a virtual
+// key, measured in (a)'s rounds and in the throughput rounds.
+func renderPipeline(body *strings.Builder, m mode, r *results, met report.Metrics) []check {
+	pf := find(r.pass, "pcfull")
+	tf := find(r.tput, "pcfull")
+	if pf == nil && tf == nil {
+		return nil
+	}
+	w := func(format string, args ...any) { fmt.Fprintf(body, format, args...) }
+	var checks []check
+	w("## (b) Full pipeline\n\n")
+	w("A gateway with `general_settings.master_key` and one virtual key created through `POST /key/generate` (`max_budget` 1,000,000 USD, `rpm_limit` 10^8, `tpm_limit` 10^9: every check runs, none refuses); every request carries the key. What has landed of the pipeline so far: virtual-key authentication through the ristretto cache, budget reserve and settle, rpm/tpm limits, and the spend record written by the batched SQLite writer. **Not yet included: Rego policies and Wasm plugins** (not landed); this scenario will cover them once they are. Measured in the same rounds as (a) and as the throughput run, the paths taking turns; `portcullis` is (a)'s gateway (no master key: none of these stages but the spend record).\n\n")
+	if pf != nil {
+		pd, pb := find(r.pass, "direct"), find(r.pass, "bare")
+		add := func(x *side, p float64) float64 { return q(x.res.Latency, p) - q(pd.res.Latency, p) }
+		met["pipeline.added_p50_us"], met["pipeline.added_p99_us"] = add(pf, .5), add(pf, .99)
+		met["pipeline.cpu_us_per_req"] = pf.cpuPerReq()
+		checks = append(checks, check{fmt.Sprintf("full pipeline added latency p50 ≤ 3 × bare hop's (at %.0f req/s)", m.ptRate),
+			fmt.Sprintf("%s vs %s (%.2f×)", signed(add(pf, .5)), signed(add(pb, .5)), add(pf, .5)/add(pb, .5)),
+			fmt.Sprintf("≤ %s", signed(3*add(pb, .5))), add(pf, .5) <= 3*add(pb, .5)})
+		w("### At %.0f req/s, open loop\n\n%d connections, %d rounds of %v (each after %v of warm-up) per path. Latency is from the intended send time.\n\n", m.ptRate, m.ptConns, m.rounds, m.ptDur, m.warmup)
+		w("| path | p50 | p99 | p99.9 | added p50 | added p99 | added p50 vs bare hop | CPU/req (own process) | vs bare hop | RSS after | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, x := range pick(r.pass, "direct", "bare", "pc", "pcfull") {
+			a50, a99, ra, rc := "—", "—", "—", "—"
+			if x != pd {
+				a50, a99 = signed(add(x, .5)), signed(add(x, .99))
+				ra = fmt.Sprintf("%.2f×", add(x, .5)/add(pb, .5))
+				rc = fmt.Sprintf("%.2f×", x.cpuPerReq()/pb.cpuPerReq())
+			}
+			l := x.res.Latency
+			w("| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s |\n", x.t.name, us(l.Quantile(.5)), us(l.Quantile(.99)), us(l.Quantile(.999)),
+				a50, a99, ra, usf(x.cpuPerReq()), x.t.procLabel, rc, mib(x.mem.RSS), errCell(x.res.Errors, x.res.FirstErr))
+		}
+		w("\n%s\n\n%s\n\n", lagNote(pick(r.pass, "direct", "bare", "pcfull")), loadNote(pick(r.pass, "direct", "bare", "pcfull")))
+	}
+	if tf != nil {
+		tb := find(r.tput, "bare")
+		met["pipeline.rps"], met["pipeline.tput_cpu_us_per_req"] = tf.res.Throughput(), tf.cpuPerReq()
+		checks = append(checks, check{fmt.Sprintf("full pipeline max throughput (closed loop, %d connections) ≥ 0.3 × bare hop's", m.tpConns),
+			fmt.Sprintf("%.0f vs %.0f req/s (%.2f×)", tf.res.Throughput(), tb.res.Throughput(), tf.res.Throughput()/tb.res.Throughput()),
+			fmt.Sprintf("≥ %.0f req/s", 0.3*tb.res.Throughput()), tf.res.Throughput() >= 0.3*tb.res.Throughput()})
+		w("### Maximum throughput, closed loop\n\n%d connections, %d rounds of %v (each after %v of warm-up) per path; latency is service time.\n\n", m.tpConns, m.rounds, m.tpDur, m.tpWarm)
+		w("| path | req/s | vs bare hop | p50 | p99 | CPU/req (own process) | CPU used (cores) | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|\n")
+		for _, x := range pick(r.tput, "direct", "bare", "pc", "pcfull") {
+			l := x.res.Latency
+			w("| %s | %.0f | %.2f× | %s | %s | %s (%s) | %.2f | %s | %s |\n", x.t.name, x.res.Throughput(), x.res.Throughput()/tb.res.Throughput(),
+				us(l.Quantile(.5)), us(l.Quantile(.99)), usf(x.cpuPerReq()), x.t.procLabel,
+				x.cpu.Seconds()/x.res.Window.Seconds(), mib(x.mem.HWM), errCell(x.res.Errors, x.res.FirstErr))
+		}
+		w("\n%s\n\n", loadNote(pick(r.tput, "direct", "bare", "pcfull")))
+	}
+	return checks
+}
+
+// renderKeys writes (f): lookup cost and memory against the number of
+// keys in the database.
+func renderKeys(body *strings.Builder, m mode, r *results, met report.Metrics) []check {
+	if len(r.keys) < 2 {
+		return nil
+	}
+	w := func(format string, args ...any) { fmt.Fprintf(body, format, args...) }
+	kd := find(r.keys, "direct")
+	var ks []*side
+	for _, x := range r.keys {
+		if x.t.ks != nil {
+			ks = append(ks, x)
+		}
+	}
+	if kd == nil || len(ks) == 0 {
+		return nil
+	}
+	add := func(x *side, p float64) float64 { return q(x.res.Latency, p) - q(kd.res.Latency, p) }
+	classQ := func(x *side, c int, p float64) string {
+		h := x.res.ByClass[c]
+		if h == nil || h.Count() < 20 {
+			return "—"
+		}
+		return us(h.Quantile(p))
+	}
+	for _, x := range ks {
+		n := x.t.ks.n
+		met[fmt.Sprintf("keys.%d.added_p50_us", n)] = add(x, .5)
+		met[fmt.Sprintf("keys.%d.cpu_us_per_req", n)] = x.cpuPerReq()
+		met[fmt.Sprintf("keys.%d.rss_mib", n)] = float64(x.mem.RSS) / (1 << 20)
+	}
+	w("## (f) Virtual keys in the database: lookup cost and memory\n\n")
+	w("One gateway per size N of the key table, each with `general_settings.master_key` and `portcullis.auth.key_cache_size: N`, on a SQLite file seeded before it starts with N keys `sk-bench-000000000`… by `portcullis-bench seed-keys` (the store writes the first key; its row is copied for the others in large transactions). Each request carries a key picked uniformly at random among the N; %.0f req/s, %d connections, %d rounds of %v (each after %v of warm-up) per path, the gateways taking turns with direct (the reference for *added*).\n\n",
+		m.kfRate, m.ptConns, m.rounds, m.ptDur, m.warmup)
+	w("*First touch* is a request whose key the generator had not sent to that gateway before: the gateway cannot have it cached, so it reads it from SQLite (a cache miss). A *repeat* should be a hit (the cache holds N keys; ristretto may still drop an insert under contention). The gateway exports no cache counters, so this split is the generator's. Nothing warms the cache first: touching every key once takes N requests (1,000,000 at 1,000 req/s is 17 minutes), so at large N nearly every request is a first touch and the row measures the miss path; at 1,000 keys the cache is warm after the first round, and its first touches, nearly all in that round just after the gateway started, also carry the process's own warm-up.\n\n")
+	w("| keys (cache size) | seeded in | DB file | p50 | p99 | added p50 | added p99 | CPU/req (gateway) | first touch (misses) | p50 first touch / repeat | written to disk/req | distinct keys loaded | Go heap in use before → after | RSS before → after | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	l := kd.res.Latency
+	w("| direct | — | — | %s | %s | — | — | — | — | — | — | — | — | — | %s |\n", us(l.Quantile(.5)), us(l.Quantile(.99)), errCell(kd.res.Errors, kd.res.FirstErr))
+	small, large := ks[0], ks[len(ks)-1]
+	heap := func(rt map[string]float64) string {
+		if v, ok := rt["go_memstats_heap_inuse_bytes"]; ok {
+			return mib(int64(v))
+		}
+		return "?"
+	}
+	for _, x := range ks {
+		k := x.t.ks
+		l := x.res.Latency
+		w("| %s | %v | %s | %s | %s | %s | %s | %s | %.1f%% | %s / %s | %.1f KiB | %s | %s → %s | %s → %s | %s |\n", thousands(k.n), k.seedTime.Round(10*time.Millisecond), size(k.dbBytes),
+			us(l.Quantile(.5)), us(l.Quantile(.99)), signed(add(x, .5)), signed(add(x, .99)), usf(x.cpuPerReq()), 100*firstShare(x.res),
+			classQ(x, classFirst, .5), classQ(x, classRepeat, .5), float64(x.written)/1024/float64(max(x.n(), 1)), thousands(k.distinct()), heap(k.rtBefore), heap(k.rtAfter), mib(k.memBefore.RSS), mib(x.mem.RSS), errCell(x.res.Errors, x.res.FirstErr))
+	}
+	w("\n*Written to disk/req*: what the gateway process wrote to its files during the windows (`/proc/<pid>/io` write_bytes: access log, SQLite WAL and checkpoints) per request. ")
+	w("*Before*: the gateway after start and one probe request; *after*: at the end of its last round. The Go heap in use before (from its `/metrics`) is mostly what the key cache sized for N allocates at start (ristretto's admission counters, 10 per key). Go's GC lets the heap grow to twice what was live after the last collection, so that allocation also raises the point up to which garbage accumulates (GC target at start:")
+	for i, x := range ks {
+		sep := ","
+		if i == 0 {
+			sep = ""
+		}
+		v, ok := x.t.ks.rtBefore["go_memstats_next_gc_bytes"]
+		if ok {
+			w("%s %s at %s keys", sep, mib(int64(v)), thousands(x.t.ks.n))
+		}
+	}
+	w("): the RSS after grows with that garbage, the keys loaded and SQLite's page cache (at most 2 MiB per connection). What all N keys cached would take is not measured: it needs N requests first.\n\n%s\n\n", loadNote(r.keys))
+	if small == large {
+		return nil
+	}
+	label := thousands(large.t.ks.n) + " keys"
+	if large.t.ks.n < 1000000 {
+		label += " (1,000,000 in `-mode full`)"
+	}
+	base := thousands(small.t.ks.n) + " keys"
+	note := fmt.Sprintf("; first touch %.0f%% vs %.0f%%", 100*firstShare(large.res), 100*firstShare(small.res))
+	return []check{
+		{fmt.Sprintf("%s: CPU per request ≤ 1.5 × at %s", label, base),
+			fmt.Sprintf("%s vs %s (%.2f×%s)", usf(large.cpuPerReq()), usf(small.cpuPerReq()), large.cpuPerReq()/small.cpuPerReq(), note),
+			fmt.Sprintf("≤ %s", usf(1.5*small.cpuPerReq())), large.cpuPerReq() <= 1.5*small.cpuPerReq()},
+		{fmt.Sprintf("%s: added latency p50 ≤ 1.5 × at %s", label, base),
+			fmt.Sprintf("%s vs %s (%.2f×; p50 %s vs %s)", signed(add(large, .5)), signed(add(small, .5)), add(large, .5)/add(small, .5), us(large.res.Latency.Quantile(.5)), us(small.res.Latency.Quantile(.5))),
+			fmt.Sprintf("≤ %s", signed(1.5*add(small, .5))), add(large, .5) <= 1.5*add(small, .5)},
+	}
+}
+
+// size formats a byte count.
+func size(b int64) string {
+	if b < 1<<20 {
+		return fmt.Sprintf("%.0f KiB", float64(b)/1024)
+	}
+	return mib(b)
 }

@@ -50,6 +50,12 @@ type mode struct {
 	idleN    int
 	idleRamp float64
 	idleHold time.Duration
+	// (f) virtual keys in the database: one gateway per size, smallest
+	// first, driven at kfRate spread over all its keys; run by default
+	// only when keysByDefault (it does not fit in make bench's 3 minutes)
+	keySizes      []int
+	kfRate        float64
+	keysByDefault bool
 	// the whole run stops by itself after this
 	maxRuntime time.Duration
 }
@@ -60,6 +66,7 @@ var modes = map[string]mode{
 		tpConns: 64, tpWarm: 300 * time.Millisecond, tpDur: time.Second,
 		stRate: 100, stDur: 1200 * time.Millisecond, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
 		idleN: 10000, idleRamp: 2000, idleHold: 2 * time.Second,
+		keySizes: []int{1000, 100000}, kfRate: 1000,
 		maxRuntime: 4 * time.Minute,
 	},
 	"full": {
@@ -67,7 +74,8 @@ var modes = map[string]mode{
 		tpConns: 64, tpWarm: time.Second, tpDur: 3 * time.Second,
 		stRate: 100, stDur: 5 * time.Second, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
 		idleN: 10000, idleRamp: 2000, idleHold: 10 * time.Second,
-		maxRuntime: 20 * time.Minute,
+		keySizes: []int{1000, 100000, 1000000}, kfRate: 1000, keysByDefault: true,
+		maxRuntime: 30 * time.Minute,
 	},
 }
 
@@ -78,19 +86,27 @@ type target struct {
 	gateway   bool // speaks the gateway's model names
 	proc      *child
 	procLabel string
+	// header lines sent with every request (the virtual key)
+	header []string
+	// (f): the gateway has keys virtual keys in its database; see keyset
+	ks *keyset
 }
 
 type bench struct {
-	m       mode
-	out     string
-	up      *child
-	direct  *target
-	bare    *target
-	pc      *target
-	pcWarn  *target
-	streams int
-	fdLimit uint64
-	sel     map[string]bool
+	m      mode
+	out    string
+	up     *child
+	direct *target
+	bare   *target
+	pc     *target
+	pcWarn *target
+	// (b) the gateway with a master key, driven with one virtual key
+	pcFull *target
+	// (f) one gateway per size of the key table
+	keyTargets []*target
+	streams    int
+	fdLimit    uint64
+	sel        map[string]bool
 	// bgStart is the share of the machine other processes used just
 	// before the run.
 	bgStart float64
@@ -109,11 +125,12 @@ func run(args []string) int {
 	strict := fs.Bool("strict", false, "exit 1 when a regression against the previous results is flagged")
 	write := fs.Bool("write", true, "rewrite the results file with this run")
 	streams := fs.Int("streams", 0, "idle streams to hold (default 10000)")
-	only := fs.String("only", "", "comma-separated scenarios to run: pass,tput,stream,idle (implies -write=false)")
+	only := fs.String("only", "", "comma-separated scenarios to run: pass,tput,stream,idle,pipeline,keys (implies -write=false)")
+	keySizes := fs.String("keys", "", "comma-separated key table sizes for (f); runs (f) in any mode, implies -write=false (default 1000,100000 short; 1000,100000,1000000 full)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	sel := map[string]bool{"pass": true, "tput": true, "stream": true, "idle": true}
+	sel := map[string]bool{"pass": true, "tput": true, "stream": true, "idle": true, "pipeline": true}
 	if *only != "" {
 		sel = map[string]bool{}
 		for _, x := range strings.Split(*only, ",") {
@@ -125,6 +142,23 @@ func run(args []string) int {
 	if !ok {
 		fmt.Fprintf(os.Stderr, "unknown mode %q\n", *modeName)
 		return 2
+	}
+	if *only == "" && m.keysByDefault {
+		sel["keys"] = true
+	}
+	if *keySizes != "" {
+		m.keySizes = nil
+		for _, x := range strings.Split(*keySizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(x))
+			if err != nil || n <= 0 || n > 1e9 {
+				fmt.Fprintf(os.Stderr, "-keys: bad size %q\n", x)
+				return 2
+			}
+			m.keySizes = append(m.keySizes, n)
+		}
+		slices.Sort(m.keySizes)
+		sel["keys"] = true
+		*write = false
 	}
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "[%s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
@@ -214,6 +248,10 @@ func regressionSection(ph, h report.Header, regs []report.Regression, compared [
 		s.WriteString(" It was another mode or machine: the comparison is only indicative.")
 	}
 	fmt.Fprintf(&s, " A metric is flagged when it is more than %.0f%% worse (relative to the previous value, or to a small floor for near-zero added latencies).\n\n", 100*report.Threshold)
+	if len(compared) == 0 {
+		s.WriteString("No metric in common with the previous run.")
+		return s.String()
+	}
 	s.WriteString("| metric | previous | this run | change |\n|---|---|---|---|\n")
 	flag := map[string]bool{}
 	for _, r := range regs {
@@ -234,9 +272,7 @@ func regressionSection(ph, h report.Header, regs []report.Regression, compared [
 		}
 		fmt.Fprintf(&s, "| %s | %.4g | %.4g | %s |\n", rule.Label, o, n, ch)
 	}
-	if len(compared) == 0 {
-		s.WriteString("\nNo metric in common with the previous run.")
-	} else if len(regs) == 0 {
+	if len(regs) == 0 {
 		s.WriteString("\nNo regression flagged.")
 	} else {
 		fmt.Fprintf(&s, "\n%d regression(s) flagged.", len(regs))
@@ -251,7 +287,8 @@ func absf(v float64) float64 {
 	return v
 }
 
-// setup starts the fake upstream, the bare hop and two gateways.
+// setup starts the fake upstream, the bare hop and the gateways the
+// selected scenarios need.
 func (b *bench) setup(gwBin string) error {
 	if err := os.MkdirAll(b.out, 0o755); err != nil {
 		return err
@@ -263,13 +300,15 @@ func (b *bench) setup(gwBin string) error {
 	if err != nil {
 		return err
 	}
-	var ports [4]int
-	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
-			return err
-		}
+	upPort, err := freePort()
+	if err != nil {
+		return err
 	}
-	upAddr, bareAddr, gwAddr, gwWarnAddr := hostPort(ports[0]), hostPort(ports[1]), hostPort(ports[2]), hostPort(ports[3])
+	bareAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	upAddr := hostPort(upPort)
 	life := (b.m.maxRuntime + time.Minute).String()
 
 	b.up, err = start("fake upstream", "", filepath.Join(b.out, "upstream.log"), self, "upstream", "-listen", upAddr,
@@ -287,68 +326,138 @@ func (b *bench) setup(gwBin string) error {
 	if err := waitTCP(bare, bareAddr, 10*time.Second); err != nil {
 		return err
 	}
-	gw, err := b.startGateway(gwBin, "portcullis", ports[2], ports[0], "")
-	if err != nil {
-		return err
-	}
-	gwWarn, err := b.startGateway(gwBin, "portcullis-warn", ports[3], ports[0], "warn")
-	if err != nil {
-		return err
-	}
 	b.direct = &target{key: "direct", name: "direct", addr: upAddr, proc: b.up, procLabel: "fake upstream"}
 	b.bare = &target{key: "bare", name: "bare hop", addr: bareAddr, proc: bare, procLabel: "bare hop"}
-	b.pc = &target{key: "pc", name: "portcullis", addr: gwAddr, gateway: true, proc: gw, procLabel: "portcullis"}
-	b.pcWarn = &target{key: "pcwarn", name: "portcullis (log: warn)", addr: gwWarnAddr, gateway: true, proc: gwWarn, procLabel: "portcullis"}
+	all := []*target{b.direct, b.bare}
+	if b.sel["pass"] || b.sel["tput"] || b.sel["stream"] || b.sel["idle"] {
+		if b.pc, err = b.startGateway(gwBin, "portcullis", gwOpts{upPort: upPort}); err != nil {
+			return err
+		}
+		b.pc.key, b.pc.name = "pc", "portcullis"
+		all = append(all, b.pc)
+	}
+	if b.sel["pass"] || b.sel["tput"] {
+		if b.pcWarn, err = b.startGateway(gwBin, "portcullis-warn", gwOpts{upPort: upPort, level: "warn"}); err != nil {
+			return err
+		}
+		b.pcWarn.key, b.pcWarn.name = "pcwarn", "portcullis (log: warn)"
+		all = append(all, b.pcWarn)
+	}
+	if b.sel["pipeline"] {
+		if b.pcFull, err = b.startPipelineGateway(gwBin, upPort); err != nil {
+			return err
+		}
+		all = append(all, b.pcFull)
+	}
+	if b.sel["keys"] {
+		for _, n := range b.m.keySizes {
+			t, err := b.startKeysGateway(gwBin, self, upPort, n)
+			if err != nil {
+				return err
+			}
+			b.keyTargets = append(b.keyTargets, t)
+			all = append(all, t)
+		}
+	}
 	// One JSON and one streamed request through every path before
 	// measuring anything.
-	for _, t := range []*target{b.direct, b.bare, b.pc, b.pcWarn} {
+	for _, t := range all {
 		if err := b.probe(t); err != nil {
 			return err
 		}
 	}
-	b.log("upstream %s (pid %d), bare hop %s (pid %d), portcullis %s (pid %d), portcullis log=warn %s (pid %d)",
-		upAddr, b.up.pid(), bareAddr, bare.pid(), gwAddr, gw.pid(), gwWarnAddr, gwWarn.pid())
+	var desc []string
+	for _, t := range all {
+		desc = append(desc, fmt.Sprintf("%s %s (pid %d)", t.name, t.addr, t.proc.pid()))
+	}
+	b.log("%s", strings.Join(desc, ", "))
 	return nil
 }
 
+// gwOpts is what differs between the gateways' configs.
+type gwOpts struct {
+	upPort int
+	level  string // portcullis.log.level; "" = default (info)
+	master string // general_settings.master_key; "" = none (no authentication)
+	// cacheKeys is portcullis.auth.key_cache_size; 0 = default
+	cacheKeys int
+}
+
+// benchPrice is what the gateways with a master key charge for the
+// deployment (gpt-4o's list price), so that budgets reserve and settle
+// real amounts and spend totals are updated; without it openai/bench has
+// no price and every request costs 0.
+const benchPrice = `
+      input_cost_per_token: 0.0000025
+      output_cost_per_token: 0.00001`
+
 // gatewayConfig is the LiteLLM config the gateway runs with.
-func gatewayConfig(upPort int, level string) string {
+func gatewayConfig(o gwOpts) string {
+	price := ""
+	if o.master != "" {
+		price = benchPrice
+	}
 	s := fmt.Sprintf(`# written by portcullis-bench
 model_list:
   - model_name: bench
     litellm_params:
       model: openai/bench
       api_key: sk-bench
-      api_base: http://127.0.0.1:%d/v1
+      api_base: http://127.0.0.1:%d/v1%s
   - model_name: bench-idle
     litellm_params:
       model: openai/bench
       api_key: sk-bench
-      api_base: http://127.0.0.1:%d/idle/v1
-`, upPort, upPort)
-	if level != "" {
-		s += "portcullis:\n  log:\n    level: " + level + "\n"
+      api_base: http://127.0.0.1:%d/idle/v1%s
+`, o.upPort, price, o.upPort, price)
+	if o.master != "" {
+		s += "general_settings:\n  master_key: " + o.master + "\n"
+	}
+	if o.level != "" || o.cacheKeys > 0 {
+		s += "portcullis:\n"
+	}
+	if o.level != "" {
+		s += "  log:\n    level: " + o.level + "\n"
+	}
+	if o.cacheKeys > 0 {
+		s += fmt.Sprintf("  auth:\n    key_cache_size: %d\n", o.cacheKeys)
 	}
 	return s
 }
 
-// startGateway runs a gateway in a fresh working directory of its own,
-// bench/out/run-<name>/: whatever it keeps there by default (its SQLite file of
-// spend records) starts empty on every run and never lands in the
-// repository's root.
-func (b *bench) startGateway(bin, name string, port, upPort int, level string) (*child, error) {
+// runDir returns a fresh, empty working directory for the gateway name,
+// bench/out/run-<name>/: whatever it keeps there by default (its SQLite file
+// of keys and spend records) starts empty on every run and never lands in
+// the repository's root.
+func (b *bench) runDir(name string) (string, error) {
 	dir, err := filepath.Abs(filepath.Join(b.out, "run-"+name))
+	if err != nil {
+		return "", err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return "", err
+	}
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+// startGateway runs a gateway with its config in a fresh working
+// directory, and returns it as a target (key and name to be set).
+func (b *bench) startGateway(bin, name string, o gwOpts) (*target, error) {
+	dir, err := b.runDir(name)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	return b.launchGateway(bin, name, dir, o)
+}
+
+// launchGateway runs a gateway in dir, which may already hold its database.
+func (b *bench) launchGateway(bin, name, dir string, o gwOpts) (*target, error) {
+	port, err := freePort()
+	if err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfg, []byte(gatewayConfig(upPort, level)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(gatewayConfig(o)), 0o644); err != nil {
 		return nil, err
 	}
 	if bin, err = filepath.Abs(bin); err != nil {
@@ -358,7 +467,15 @@ func (b *bench) startGateway(bin, name string, port, upPort int, level string) (
 	if err != nil {
 		return nil, err
 	}
-	return c, waitReady(c, hostPort(port), 20*time.Second)
+	if err := waitReady(c, hostPort(port), 60*time.Second); err != nil {
+		return nil, err
+	}
+	return &target{addr: hostPort(port), gateway: true, proc: c, procLabel: "portcullis"}, nil
+}
+
+func freeAddr() (string, error) {
+	p, err := freePort()
+	return hostPort(p), err
 }
 
 const chatBody = `{"model":%q,"messages":[{"role":"system","content":"You are a helpful assistant."},` +
@@ -377,10 +494,10 @@ func (b *bench) request(t *target, stream, idle bool) loadgen.Target {
 			path = "/idle/v1/chat/completions"
 		}
 	}
-	// No Authorization header: the config has no master key, so the
-	// gateway serves anonymous callers, and a bearer it does not know
-	// would be rejected as an invalid virtual key.
-	return loadgen.Target{Name: t.name, Addr: t.addr, Path: path, Body: fmt.Appendf(nil, chatBody, model, extra)}
+	// No Authorization header except to the gateways with a master key
+	// ((b), (f)): the others serve anonymous callers, and a bearer they do
+	// not know would be rejected as an invalid virtual key.
+	return loadgen.Target{Name: t.name, Addr: t.addr, Path: path, Body: fmt.Appendf(nil, chatBody, model, extra), Header: t.header}
 }
 
 // probe checks that t answers a JSON and a streamed request correctly.
@@ -420,8 +537,9 @@ type window struct {
 	pids   []int
 	c0, c1 []procstat.CPU
 	mem    []procstat.Mem
-	o0, o1 time.Duration // the run's processes, generator included
-	g0, g1 procstat.CPU  // the generator (this process)
+	io     [2]procstat.IO // the first process's, at the start and the end
+	o0, o1 time.Duration  // the run's processes, generator included
+	g0, g1 procstat.CPU   // the generator (this process)
 	s0, s1 procstat.System
 }
 
@@ -449,6 +567,13 @@ func (w *window) on(startWin bool) {
 	defer w.mu.Unlock()
 	for i, p := range w.pids {
 		c, _ := procstat.ReadCPU(p)
+		if i == 0 {
+			k := 1
+			if startWin {
+				k = 0
+			}
+			w.io[k], _ = procstat.ReadIO(p)
+		}
 		if startWin {
 			w.c0[i] = c
 		} else {
@@ -493,6 +618,9 @@ type side struct {
 	cpu   time.Duration // the target's own process over the window
 	upCPU time.Duration // the fake upstream over the window
 	mem   procstat.Mem
+	// written is what the target's process wrote to its files over the
+	// window (/proc/<pid>/io write_bytes).
+	written int64
 	// bg and steal are the shares of the machine taken by other processes
 	// and by the hypervisor during the window; gen is the generator's CPU.
 	bg, steal float64
@@ -500,7 +628,7 @@ type side struct {
 }
 
 func newSide(t *target, res *loadgen.Result, w *window) *side {
-	s := &side{t: t, res: res, cpu: w.cpu(0), upCPU: w.cpu(1), mem: w.mem[0]}
+	s := &side{t: t, res: res, cpu: w.cpu(0), upCPU: w.cpu(1), mem: w.mem[0], written: w.io[1].WriteBytes - w.io[0].WriteBytes}
 	s.bg, s.steal, s.gen = w.load()
 	return s
 }
@@ -510,6 +638,7 @@ func (s *side) merge(o *side) {
 	s.res.Merge(o.res)
 	s.cpu += o.cpu
 	s.upCPU += o.upCPU
+	s.written += o.written
 	s.gen += o.gen
 	s.mem = o.mem
 	s.bg, s.steal = max(s.bg, o.bg), max(s.steal, o.steal)
@@ -566,6 +695,7 @@ type results struct {
 	tput   []*side
 	stream []*side
 	idle   []*idleSide
+	keys   []*side
 }
 
 func (b *bench) measure() (*results, error) {
@@ -573,9 +703,11 @@ func (b *bench) measure() (*results, error) {
 	steps := []struct {
 		key string
 		fn  func(*results) error
-	}{{"pass", b.passThrough}, {"tput", b.throughput}, {"stream", b.streaming}, {"idle", b.idleStreams}}
+		on  bool
+	}{{"pass", b.passThrough, b.sel["pass"] || b.sel["pipeline"]}, {"tput", b.throughput, b.sel["tput"] || b.sel["pipeline"]},
+		{"stream", b.streaming, b.sel["stream"]}, {"idle", b.idleStreams, b.sel["idle"]}, {"keys", b.keyLookup, b.sel["keys"]}}
 	for _, st := range steps {
-		if b.sel[st.key] {
+		if st.on {
 			if err := st.fn(r); err != nil {
 				return nil, err
 			}
@@ -611,11 +743,25 @@ func (b *bench) rounds(targets []*target, fn func(t *target, w *window) (*loadge
 	return sides, nil
 }
 
-// passThrough is scenario (a): JSON chat at a fixed rate.
+// gatewayPaths are the gateways measured in (a) and the throughput run:
+// (a)'s two when pass (or tput) is selected, (b)'s when pipeline is.
+func (b *bench) gatewayPaths(scenario string) []*target {
+	ts := []*target{b.direct, b.bare}
+	if b.sel[scenario] {
+		ts = append(ts, b.pc, b.pcWarn)
+	}
+	if b.sel["pipeline"] {
+		ts = append(ts, b.pcFull)
+	}
+	return ts
+}
+
+// passThrough is scenario (a) and the fixed-rate part of (b): JSON chat at
+// a fixed rate.
 func (b *bench) passThrough(r *results) (err error) {
 	m := b.m
-	b.log("(a) pass-through: open loop %v req/s, %d rounds of %v (after %v warm-up) per path, %d connections", m.ptRate, m.rounds, m.ptDur, m.warmup, m.ptConns)
-	r.pass, err = b.rounds([]*target{b.direct, b.bare, b.pc, b.pcWarn}, func(t *target, w *window) (*loadgen.Result, error) {
+	b.log("(a)/(b) pass-through and full pipeline: open loop %v req/s, %d rounds of %v (after %v warm-up) per path, %d connections", m.ptRate, m.rounds, m.ptDur, m.warmup, m.ptConns)
+	r.pass, err = b.rounds(b.gatewayPaths("pass"), func(t *target, w *window) (*loadgen.Result, error) {
 		return loadgen.RunOpen(loadgen.OpenConfig{
 			Target: b.request(t, false, false), Rate: m.ptRate, Warmup: m.warmup, Duration: m.ptDur,
 			Conns: m.ptConns, OnWindow: w.on,
@@ -630,7 +776,7 @@ func (b *bench) passThrough(r *results) (err error) {
 func (b *bench) throughput(r *results) (err error) {
 	m := b.m
 	b.log("max throughput: closed loop, %d connections, %d rounds of %v (after %v warm-up) per path", m.tpConns, m.rounds, m.tpDur, m.tpWarm)
-	r.tput, err = b.rounds([]*target{b.direct, b.bare, b.pc, b.pcWarn}, func(t *target, w *window) (*loadgen.Result, error) {
+	r.tput, err = b.rounds(b.gatewayPaths("tput"), func(t *target, w *window) (*loadgen.Result, error) {
 		return loadgen.RunClosed(loadgen.ClosedConfig{
 			Target: b.request(t, false, false), Conns: m.tpConns, Warmup: m.tpWarm, Duration: m.tpDur, OnWindow: w.on,
 		})
@@ -767,7 +913,7 @@ func (b *bench) idle(t *target) (*idleSide, error) {
 }
 
 // runtimeGauges are the Go runtime gauges read from the gateway's /metrics.
-var runtimeGauges = []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_heap_alloc_bytes"}
+var runtimeGauges = []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_heap_alloc_bytes", "go_memstats_next_gc_bytes"}
 
 // scrapeRuntime reads runtimeGauges from http://addr/metrics.
 func scrapeRuntime(addr string) map[string]float64 {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -84,6 +85,11 @@ type Conn struct {
 	// goroutines, ordered only through the network).
 	intended atomic.Int64
 	sent     atomic.Int64
+	// A request built per send (OpenConfig.Request): its buffer, the lock
+	// of its senders, its class.
+	mu    sync.Mutex
+	buf   []byte
+	class atomic.Int32
 	// streamed state of the request in flight
 	firstEvent time.Duration
 	lastEvent  time.Duration

@@ -33,6 +33,9 @@ type Result struct {
 	// HeldBack counts gaps shorter than half the upstream's gap: chunks the
 	// path delivered together although they were produced apart.
 	HeldBack, Gaps int64
+	// ByClass is Latency split by the class OpenConfig.Request gave each
+	// request (nil without a Request function).
+	ByClass map[int]*hist.Histogram
 	// OK counts requests completed with status 200 in the window.
 	OK       int64
 	Errors   int64
@@ -68,10 +71,21 @@ func (rec *recorder) fail(err error) {
 	rec.mu.Unlock()
 }
 
-func (rec *recorder) done(intended, sent, end time.Duration) {
+func (rec *recorder) done(intended, sent, end time.Duration, class int) {
 	rec.mu.Lock()
 	rec.r.OK++
 	rec.r.Latency.Record(int64(end - intended))
+	if class >= 0 {
+		if rec.r.ByClass == nil {
+			rec.r.ByClass = map[int]*hist.Histogram{}
+		}
+		h := rec.r.ByClass[class]
+		if h == nil {
+			h = hist.New()
+			rec.r.ByClass[class] = h
+		}
+		h.Record(int64(end - intended))
+	}
 	rec.r.Service.Record(int64(end - sent))
 	rec.r.SendLag.Record(int64(sent - intended))
 	rec.mu.Unlock()
@@ -164,6 +178,19 @@ type OpenConfig struct {
 	// OnWindow is called as the measured window opens (true) and once its
 	// last request has completed (false).
 	OnWindow func(start bool)
+	// Request, if not nil, writes request i into buf (reusing its
+	// capacity) instead of sending Target's fixed bytes, and returns a
+	// class (≥ 0) under which the request's latency is also recorded in
+	// Result.ByClass. It runs on the sending goroutine just before the
+	// write, from several goroutines at once: it must be cheap and safe
+	// for concurrent use.
+	Request func(i int64, buf []byte) ([]byte, int)
+}
+
+// due is a request of the schedule.
+type due struct {
+	i  int64
+	at time.Duration
 }
 
 // RunOpen sends requests at a constant rate. Request i is due at
@@ -192,7 +219,7 @@ func RunOpen(cfg OpenConfig) (*Result, error) {
 	var (
 		mu       sync.Mutex
 		free     = append([]*Conn(nil), conns...)
-		pending  []time.Duration
+		pending  []due
 		finished atomic.Int64 // requests completed, OK or not
 		stopping atomic.Bool
 		allDone  = make(chan struct{}, 1)
@@ -212,11 +239,26 @@ func RunOpen(cfg OpenConfig) (*Result, error) {
 			signalDone()
 		}
 	}
-	// send puts c to work on the request due at at. A failed write closes
+	// send puts c to work on request d. A failed write closes
 	// the connection: its reader then fails on it, counts the request as
 	// failed and redials, so a request is completed in one place only.
-	send := func(c *Conn, at time.Duration) {
-		if err := c.Send(at); err != nil {
+	send := func(c *Conn, d due) {
+		var err error
+		if cfg.Request != nil {
+			// c.mu orders the writes of c.req by the pacer and by c's
+			// reader (the network orders them too, but the race detector
+			// does not know it).
+			c.mu.Lock()
+			var class int
+			c.buf, class = cfg.Request(d.i, c.buf[:0])
+			c.req = c.buf
+			c.class.Store(int32(class))
+			err = c.Send(d.at)
+			c.mu.Unlock()
+		} else {
+			err = c.Send(d.at)
+		}
+		if err != nil {
 			_ = c.ts.Conn.Close()
 		}
 	}
@@ -244,6 +286,10 @@ func RunOpen(cfg OpenConfig) (*Result, error) {
 					return
 				}
 				intended, sent := c.Times()
+				class := -1
+				if cfg.Request != nil {
+					class = int(c.class.Load())
+				}
 				switch {
 				case err != nil:
 					if inWindow(intended) {
@@ -259,11 +305,11 @@ func RunOpen(cfg OpenConfig) (*Result, error) {
 					if e := st.commit(); e != nil {
 						rec.fail(e)
 					} else if st.inWindow {
-						rec.done(intended, sent, end)
+						rec.done(intended, sent, end, class)
 					}
 				default:
 					if inWindow(intended) {
-						rec.done(intended, sent, end)
+						rec.done(intended, sent, end, class)
 					}
 				}
 				complete()
@@ -292,7 +338,7 @@ func RunOpen(cfg OpenConfig) (*Result, error) {
 		defer close(pacerDone)
 		p := Pacer{S: sched, End: winEnd}
 		for {
-			_, at, wait, done := p.Next(Now())
+			i, at, wait, done := p.Next(Now())
 			if done {
 				break
 			}
@@ -306,9 +352,9 @@ func RunOpen(cfg OpenConfig) (*Result, error) {
 				c := free[n-1]
 				free = free[:n-1]
 				mu.Unlock()
-				send(c, at)
+				send(c, due{i, at})
 			} else {
-				pending = append(pending, at)
+				pending = append(pending, due{i, at})
 				mu.Unlock()
 			}
 		}
@@ -343,13 +389,13 @@ func RunOpen(cfg OpenConfig) (*Result, error) {
 }
 
 // next gives c the oldest pending request or returns it to the free list.
-func next(c *Conn, mu *sync.Mutex, free *[]*Conn, pending *[]time.Duration, send func(*Conn, time.Duration)) {
+func next(c *Conn, mu *sync.Mutex, free *[]*Conn, pending *[]due, send func(*Conn, due)) {
 	mu.Lock()
 	if len(*pending) > 0 {
-		at := (*pending)[0]
+		d := (*pending)[0]
 		*pending = (*pending)[1:]
 		mu.Unlock()
-		send(c, at)
+		send(c, d)
 		return
 	}
 	*free = append(*free, c)
@@ -407,7 +453,7 @@ func RunClosed(cfg ClosedConfig) (*Result, error) {
 						rec.fail(fmt.Errorf("HTTP %d", status))
 					}
 				case in:
-					rec.done(t0, t0, t1)
+					rec.done(t0, t0, t1, -1)
 				}
 				if closing || err != nil {
 					if c.Redial() != nil {
@@ -436,6 +482,15 @@ func (r *Result) Merge(o *Result) {
 	r.SendLag.Merge(o.SendLag)
 	r.TTFB.Merge(o.TTFB)
 	r.Gap.Merge(o.Gap)
+	for k, h := range o.ByClass {
+		if r.ByClass == nil {
+			r.ByClass = map[int]*hist.Histogram{}
+		}
+		if r.ByClass[k] == nil {
+			r.ByClass[k] = hist.New()
+		}
+		r.ByClass[k].Merge(h)
+	}
 	r.HeldBack += o.HeldBack
 	r.Gaps += o.Gaps
 	r.OK += o.OK

@@ -61,3 +61,13 @@ func TestParseSystem(t *testing.T) {
 		t.Fatal("want an error")
 	}
 }
+
+func TestParseIO(t *testing.T) {
+	b := []byte("rchar: 100\nwchar: 200\nsyscr: 3\nsyscw: 4\nread_bytes: 0\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n")
+	if o := ParseIO(b); o.WriteBytes != 8192 || o.WriteCalls != 4 {
+		t.Fatalf("%+v", o)
+	}
+	if _, err := ReadIO(os.Getpid()); err != nil {
+		t.Skip("no /proc/self/io here:", err)
+	}
+}

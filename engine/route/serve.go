@@ -128,6 +128,12 @@ func (r *Router) tryGroup(x *pipeline.Exchange, g, primary *Group) error {
 		if allowed == -2 {
 			allowed = r.set.AllowedFails
 		}
+		// A cooldown only helps when there is somewhere else to go: a
+		// group's only deployment, with no fallback, stays in the rotation
+		// (cooling it down would turn a burst of errors into an outage).
+		if !r.canCoolDown(g, x) {
+			allowed = -1
+		}
 		if d.health.fail(time.Now().UnixNano(), allowed, r.set.CooldownTime) {
 			d.metrics.Cooldown()
 			r.log.Warn("deployment cooled down", zap.String("deployment", d.ID), zap.String("model", g.Name),
@@ -152,6 +158,13 @@ func (r *Router) tryGroup(x *pipeline.Exchange, g, primary *Group) error {
 		}
 		time.Sleep(wait)
 	}
+}
+
+// canCoolDown reports whether g has an alternative to a cooled deployment:
+// another deployment, or a fallback group.
+func (r *Router) canCoolDown(g *Group, x *pipeline.Exchange) bool {
+	return len(g.Deployments) > 1 || len(x.RequestFallbacks) > 0 || len(r.set.Fallbacks[g.Name]) > 0 ||
+		len(r.set.Fallbacks["*"]) > 0 || len(r.set.DefaultFallbacks) > 0
 }
 
 func (r *Router) noDeployment(g *Group, x *pipeline.Exchange) *errs.Error {

@@ -316,3 +316,26 @@ func TestRequestBodyFallbacksAndTagsAreConsumed(t *testing.T) {
 		}
 	}
 }
+
+// A group's only deployment, with no fallback, is never cooled down: there
+// is nowhere else to send the traffic.
+func TestLoneDeploymentIsNotCooledDown(t *testing.T) {
+	h := newHarnessConfig(t, `
+model_list:
+  - model_name: lone
+    litellm_params: {model: openai/lone, api_key: k}
+router_settings:
+  allowed_fails: 0
+  num_retries: 0
+`, config.ServerSettings{})
+	h.up.SetFault("lone", testupstream.Fault{Statuses: []int{503}, Rate: 1})
+	for i := 0; i < 5; i++ {
+		if r, _ := h.post("/v1/chat/completions", chat("lone", "")); r.StatusCode != 503 {
+			t.Fatalf("failing: %d", r.StatusCode)
+		}
+	}
+	h.up.SetFault("lone", testupstream.Fault{})
+	if r, b := h.post("/v1/chat/completions", chat("lone", "")); r.StatusCode != 200 {
+		t.Fatalf("the lone deployment should serve as soon as it recovers: %d %s", r.StatusCode, b)
+	}
+}

@@ -907,6 +907,12 @@ func (b *bench) idle(t *target) (*idleSide, error) {
 		return s, errors.New(t.name + " exited while holding idle streams; see " + t.proc.log)
 	}
 	h.Close()
+	// End the upstream side too: a hop notices a gone client only at its
+	// next write, and its upstream connections would otherwise hold the
+	// loopback ports the next side needs.
+	if resp, err := (&http.Client{Timeout: 5 * time.Second}).Post("http://"+b.direct.addr+"/idle/release", "text/plain", nil); err == nil {
+		resp.Body.Close()
+	}
 	time.Sleep(2 * time.Second)
 	s.after, _ = procstat.ReadMem(pid)
 	return s, nil

@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -47,8 +48,32 @@ var (
 	suffix    = []byte("/chat/completions")
 )
 
+// release ends every idle stream held so far: a POST to /idle/release
+// closes the current channel and installs a new one, so the hops in front
+// free their upstream connections at once instead of at the next
+// keep-alive (which would leave them holding thousands of loopback ports
+// into the next measurement).
+type release struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (r *release) current() chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ch
+}
+
+func (r *release) fire() {
+	r.mu.Lock()
+	close(r.ch)
+	r.ch = make(chan struct{})
+	r.mu.Unlock()
+}
+
 // Handler serves the fake API.
 func Handler(cfg Config) fasthttp.RequestHandler {
+	rel := &release{ch: make(chan struct{})}
 	if cfg.Chunks <= 0 {
 		cfg.Chunks = 50
 	}
@@ -61,6 +86,10 @@ func Handler(cfg Config) fasthttp.RequestHandler {
 	}
 	return func(ctx *fasthttp.RequestCtx) {
 		path := ctx.Path()
+		if string(path) == "/idle/release" {
+			rel.fire()
+			return
+		}
 		if !ctx.IsPost() || !bytes.HasSuffix(path, suffix) {
 			ctx.SetStatusCode(404)
 			ctx.SetContentType("application/json")
@@ -82,15 +111,25 @@ func Handler(cfg Config) fasthttp.RequestHandler {
 		ctx.SetContentType("text/event-stream")
 		ctx.Response.Header.Set("Cache-Control", "no-cache")
 		if idle {
+			done := rel.current()
 			ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 				_, _ = w.Write(chunks[1])
 				if w.Flush() != nil {
 					return
 				}
+				t := time.NewTimer(cfg.IdleGap)
+				defer t.Stop()
 				for {
-					time.Sleep(cfg.IdleGap)
-					_, _ = w.Write(keepAlive)
-					if w.Flush() != nil {
+					select {
+					case <-t.C:
+						t.Reset(cfg.IdleGap)
+						_, _ = w.Write(keepAlive)
+						if w.Flush() != nil {
+							return
+						}
+					case <-done:
+						_, _ = w.Write(doneEvent)
+						_ = w.Flush()
 						return
 					}
 				}

@@ -3,8 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/portcullis/portcullis/engine/store"
@@ -14,11 +16,111 @@ const spendColumns = "request_id, key_hash, key_alias, team_id, user_id, model, 
 	"prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost, status, error_code, " +
 	"start_time, end_time, cache_hit, tags, prompt, response"
 
-// insertSpendSQL inserts one record unless its request_id is already there
-// (ON CONFLICT DO NOTHING is SQLite's INSERT OR IGNORE for that constraint,
-// spelled the way PostgreSQL accepts too); RowsAffected says which.
-const insertSpendSQL = "INSERT INTO spend_logs (" + spendColumns + ") VALUES (" +
-	"?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (request_id) DO NOTHING"
+// spendArity is the number of columns (bind parameters) per spend record.
+const spendArity = 23
+
+// maxSpendRows is the most records one INSERT statement carries. A
+// statement writing several rows keeps a statement journal (in memory, see
+// temp_store in Open) of the pages it changes, so fewer, larger statements
+// copy fewer pages; 64 x 23 = 1472 parameters stays far below the limits of
+// SQLite (32766) and PostgreSQL (65535).
+const maxSpendRows = 64
+
+// maxTotalRows is the most ids one UPDATE of spend totals carries.
+const maxTotalRows = 64
+
+// spendRowSQL is one record's VALUES row, in spendColumns order. Text
+// columns other than request_id are bound as NULL when empty (binding NULL
+// is much cheaper for the driver than binding a string) and stored as the
+// column's empty value; COALESCE means the same in PostgreSQL.
+const spendRowSQL = "(?,COALESCE(?,''),COALESCE(?,''),COALESCE(?,''),COALESCE(?,''),COALESCE(?,''),COALESCE(?,''),COALESCE(?,''),COALESCE(?,'')," +
+	"?,?,?,?,?,?,?,COALESCE(?,''),?,?,?,COALESCE(?,'[]'),?,?)"
+
+// insertSpendSQL inserts n records, each unless its request_id is already
+// there (ON CONFLICT DO NOTHING is SQLite's INSERT OR IGNORE for that
+// constraint, spelled the way PostgreSQL accepts too); RowsAffected counts
+// the rows actually inserted.
+func insertSpendSQL(n int) string {
+	return "INSERT INTO spend_logs (" + spendColumns + ") VALUES " + repeatRow(spendRowSQL, n) +
+		" ON CONFLICT (request_id) DO NOTHING"
+}
+
+// addSpendSQL adds n amounts to the spend of n distinct ids of table,
+// whose key column is idCol: UPDATE ... FROM, which SQLite (3.33+) and
+// PostgreSQL both have, over a VALUES list whose columns both name column1
+// and column2. The CAST gives PostgreSQL the parameter's type.
+func addSpendSQL(table, idCol string, n int) string {
+	return "UPDATE " + table + " SET spend = spend + v.column2 FROM (VALUES " + repeatRow("(?,CAST(? AS BIGINT))", n) +
+		") AS v WHERE " + table + "." + idCol + " = v.column1"
+}
+
+// repeatRow is n copies of row, comma separated.
+func repeatRow(row string, n int) string {
+	var b strings.Builder
+	b.Grow(n * (len(row) + 1))
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(row)
+	}
+	return b.String()
+}
+
+// multiStmt is one statement prepared for max, max/2, ..., 1 rows (max a
+// power of two). rows is how many rows stmts[k] takes.
+type multiStmt struct {
+	stmts []*sql.Stmt
+	rows  []int
+}
+
+// prepareMulti prepares sqlFor(n) for n = max, max/2, ..., 1 on db.
+func prepareMulti(ctx context.Context, db *sql.DB, max int, sqlFor func(n int) string) (multiStmt, error) {
+	var m multiStmt
+	for n := max; n >= 1; n /= 2 {
+		st, err := db.PrepareContext(ctx, sqlFor(n))
+		if err != nil {
+			m.close()
+			return multiStmt{}, err
+		}
+		m.stmts = append(m.stmts, st)
+		m.rows = append(m.rows, n)
+	}
+	return m, nil
+}
+
+func (m multiStmt) close() error {
+	var errs []error
+	for _, st := range m.stmts {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// each covers n rows with chunks, the largest statement first and then the
+// binary decomposition of what is left (a batch of 300 rows and max 64 is
+// 4x64, 32, 8 and 4), calling fn with each chunk's statement in tx, its
+// first row and its row count.
+func (m multiStmt) each(ctx context.Context, tx *sql.Tx, n int, fn func(st *sql.Stmt, from, rows int) error) error {
+	from := 0
+	for k, rows := range m.rows {
+		if n-from < rows {
+			continue
+		}
+		st := tx.StmtContext(ctx, m.stmts[k])
+		for ; n-from >= rows; from += rows {
+			if err := fn(st, from, rows); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// errReplayed means a batch's fast path met a request id that was already
+// stored (or repeated within the batch); the batch is then written again,
+// in a new transaction, one record at a time.
+var errReplayed = errors.New("sqlite: batch holds a stored request id")
 
 // WriteSpend inserts recs and adds the cost of each newly inserted record
 // to its key, team and user totals, in one transaction. A record whose
@@ -30,6 +132,12 @@ func (s *Store) WriteSpend(ctx context.Context, recs []store.SpendRecord) error 
 
 // WriteBatch is WriteSpend and WriteAudit in one transaction (the spend
 // writer's group commit). Both parts are idempotent.
+//
+// The records are inserted many per statement, and every statement must
+// insert all of its rows; the totals are then summed from the records. If
+// one inserts fewer (a replayed batch, or a request id twice in the batch),
+// the transaction is rolled back and the batch written again one record at
+// a time, counting only the records each insert reports as new.
 func (s *Store) WriteBatch(ctx context.Context, recs []store.SpendRecord, audit []store.AuditRecord) error {
 	if len(recs) == 0 && len(audit) == 0 {
 		return nil
@@ -44,12 +152,21 @@ func (s *Store) WriteBatch(ctx context.Context, recs []store.SpendRecord, audit 
 			audit[i].ID = newID()
 		}
 	}
+	err := s.writeBatch(ctx, recs, audit, false)
+	if errors.Is(err, errReplayed) {
+		err = s.writeBatch(ctx, recs, audit, true)
+	}
+	return err
+}
+
+// writeBatch runs one transaction; oneByOne selects the exact path.
+func (s *Store) writeBatch(ctx context.Context, recs []store.SpendRecord, audit []store.AuditRecord, oneByOne bool) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: write spend: %w", err)
 	}
 	defer tx.Rollback()
-	if err := s.writeSpendTx(ctx, tx, recs); err != nil {
+	if err := s.writeSpendTx(ctx, tx, recs, oneByOne); err != nil {
 		return fmt.Errorf("sqlite: write spend: %w", err)
 	}
 	if err := s.writeAuditTx(ctx, tx, audit); err != nil {
@@ -61,55 +178,166 @@ func (s *Store) WriteBatch(ctx context.Context, recs []store.SpendRecord, audit 
 	return nil
 }
 
-func (s *Store) writeSpendTx(ctx context.Context, tx *sql.Tx, recs []store.SpendRecord) error {
+// spendScratch is writeSpendTx's reusable memory. Write transactions are
+// serialized by the single write connection, so its mutex is uncontended.
+type spendScratch struct {
+	mu     sync.Mutex
+	args   []any            // arguments of one statement
+	totals [3]totalsPending // key, team, user
+}
+
+// totalsPending is the spend to add per id of one table.
+type totalsPending struct {
+	sum map[string]int64
+	ids []string // sum's keys, once summing is done
+}
+
+func (t *totalsPending) add(id string, cost int64) {
+	if id != "" {
+		t.sum[id] += cost
+	}
+}
+
+// add counts r towards its key, team and user totals.
+func (sc *spendScratch) add(r *store.SpendRecord) {
+	if r.Cost == 0 {
+		return
+	}
+	sc.totals[0].add(r.KeyHash, r.Cost)
+	sc.totals[1].add(r.TeamID, r.Cost)
+	sc.totals[2].add(r.UserID, r.Cost)
+}
+
+// reset empties the scratch, dropping references to the last batch's
+// strings (prompts included).
+func (sc *spendScratch) reset() {
+	clear(sc.args)
+	for i := range sc.totals {
+		clear(sc.totals[i].sum)
+		clear(sc.totals[i].ids)
+		sc.totals[i].ids = sc.totals[i].ids[:0]
+	}
+}
+
+// spendArgs writes r's column values, in spendColumns order, to dst (see
+// spendRowSQL). Integers are passed as int64, which database/sql hands to
+// the driver without conversion.
+func spendArgs(dst []any, r *store.SpendRecord) {
+	_ = dst[spendArity-1]
+	dst[0] = r.RequestID
+	dst[1] = textOrNull(r.KeyHash)
+	dst[2] = textOrNull(r.KeyAlias)
+	dst[3] = textOrNull(r.TeamID)
+	dst[4] = textOrNull(r.UserID)
+	dst[5] = textOrNull(r.Model)
+	dst[6] = textOrNull(r.ModelGroup)
+	dst[7] = textOrNull(r.Deployment)
+	dst[8] = textOrNull(r.Provider)
+	dst[9] = r.PromptTokens
+	dst[10] = r.CompletionTokens
+	dst[11] = r.CachedTokens
+	dst[12] = r.CacheWriteTokens
+	dst[13] = r.ReasoningTokens
+	dst[14] = r.Cost
+	dst[15] = int64(r.Status)
+	dst[16] = textOrNull(r.ErrorCode)
+	dst[17] = ms(r.StartTime)
+	dst[18] = ms(r.EndTime)
+	dst[19] = int64(boolInt(r.CacheHit))
+	if len(r.Tags) == 0 {
+		dst[20] = nil
+	} else {
+		dst[20] = jsonText(r.Tags)
+	}
+	dst[21] = rawOrNull(r.Prompt)
+	dst[22] = rawOrNull(r.Response)
+}
+
+// textOrNull is s, or NULL when empty (see spendRowSQL).
+func textOrNull(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// writeSpendTx inserts recs and adds the new ones to the totals. With
+// oneByOne false it returns errReplayed as soon as an insert statement
+// skips a row; with oneByOne true it never does.
+func (s *Store) writeSpendTx(ctx context.Context, tx *sql.Tx, recs []store.SpendRecord, oneByOne bool) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	ins := tx.StmtContext(ctx, s.insSpend)
-	// Totals are summed per id over the inserted records first, so a batch
-	// costs one UPDATE per distinct key, team and user.
-	keys := map[string]int64{}
-	teams := map[string]int64{}
-	users := map[string]int64{}
-	for i := range recs {
-		r := &recs[i]
-		res, err := ins.ExecContext(ctx,
-			r.RequestID, r.KeyHash, r.KeyAlias, r.TeamID, r.UserID, r.Model, r.ModelGroup, r.Deployment, r.Provider,
-			r.PromptTokens, r.CompletionTokens, r.CachedTokens, r.CacheWriteTokens, r.ReasoningTokens, r.Cost,
-			r.Status, r.ErrorCode, ms(r.StartTime), ms(r.EndTime), boolInt(r.CacheHit), strList(r.Tags),
-			rawOrNull(r.Prompt), rawOrNull(r.Response))
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 || r.Cost == 0 {
-			continue // duplicate request id, or nothing to add
-		}
-		if r.KeyHash != "" {
-			keys[r.KeyHash] += r.Cost
-		}
-		if r.TeamID != "" {
-			teams[r.TeamID] += r.Cost
-		}
-		if r.UserID != "" {
-			users[r.UserID] += r.Cost
-		}
-	}
-	for _, u := range []struct {
-		st *sql.Stmt
-		m  map[string]int64
-	}{{s.addKeySpend, keys}, {s.addTeamSpend, teams}, {s.addUserSpend, users}} {
-		if len(u.m) == 0 {
-			continue
-		}
-		st := tx.StmtContext(ctx, u.st)
-		for id, cost := range u.m {
-			if _, err := st.ExecContext(ctx, cost, id); err != nil {
+	sc := &s.spend
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	defer sc.reset()
+
+	if oneByOne {
+		ins := tx.StmtContext(ctx, s.insSpend.stmts[len(s.insSpend.stmts)-1]) // one row
+		args := sc.args[:spendArity]
+		for i := range recs {
+			r := &recs[i]
+			spendArgs(args, r)
+			res, err := ins.ExecContext(ctx, args...)
+			if err != nil {
 				return err
 			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			if n == 1 { // 0: the request id is stored already
+				sc.add(r)
+			}
+		}
+	} else {
+		err := s.insSpend.each(ctx, tx, len(recs), func(ins *sql.Stmt, from, rows int) error {
+			args := sc.args[:rows*spendArity]
+			for j := range rows {
+				spendArgs(args[j*spendArity:], &recs[from+j])
+			}
+			res, err := ins.ExecContext(ctx, args...)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			if n != int64(rows) {
+				return errReplayed
+			}
+			for j := range rows {
+				sc.add(&recs[from+j])
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+
+	// Totals are summed per id first, so a batch costs a few UPDATEs per
+	// table, each for up to maxTotalRows distinct ids.
+	for i := range sc.totals {
+		t := &sc.totals[i]
+		if len(t.sum) == 0 {
+			continue
+		}
+		for id := range t.sum {
+			t.ids = append(t.ids, id)
+		}
+		err := s.addSpend[i].each(ctx, tx, len(t.ids), func(st *sql.Stmt, from, rows int) error {
+			args := sc.args[:2*rows]
+			for j, id := range t.ids[from : from+rows] {
+				args[2*j], args[2*j+1] = id, t.sum[id]
+			}
+			_, err := st.ExecContext(ctx, args...)
+			return err
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -45,7 +45,7 @@ func BenchmarkWriteSpend512(b *testing.B) {
 
 // BenchmarkWriteSpend512ManyKeys is BenchmarkWriteSpend512 closer to a
 // busy gateway: 1024 keys (SHA-256 hex hashes), 64 teams and 1024 users,
-// all stored, advancing start times, into a table already holding 102400
+// all stored, advancing start times, into a table already holding 51200
 // records. A batch then updates hundreds of keys and users and touches
 // hundreds of leaf pages of the key and team indexes.
 func BenchmarkWriteSpend512ManyKeys(b *testing.B) {
@@ -80,7 +80,7 @@ func BenchmarkWriteSpend512ManyKeys(b *testing.B) {
 			}
 		}
 	}
-	for range 200 {
+	for range 100 {
 		fill()
 		if err := s.WriteSpend(ctx, recs); err != nil {
 			b.Fatal(err)

@@ -116,10 +116,12 @@ CREATE TABLE audit_logs (
 CREATE INDEX audit_logs_at ON audit_logs (at);
 CREATE INDEX audit_logs_object ON audit_logs (object_type, object_id, at);
 `,
-	// 2: every spend_logs index is one more b-tree insert per spend record.
-	// Filtering by user or model alone is rare (the admin's /spend/logs),
-	// and the start_time index still serves it, newest first, skipping
-	// other users' and models' rows; key, team and time keep their indexes.
+	// 2: every spend_logs index is one more b-tree to update per spend
+	// record, and the user index dirties a page per distinct user in each
+	// batch. Listing spend by user or model without a key or team is rare
+	// (the admin's /spend/logs): with dates it reads the start_time range,
+	// without them it may read the whole table. Key, team and time keep
+	// their indexes.
 	`
 DROP INDEX IF EXISTS spend_logs_user_id_start_time;
 DROP INDEX IF EXISTS spend_logs_model_start_time;

@@ -47,8 +47,8 @@ func insertSpendSQL(n int) string {
 
 // addSpendSQL adds n amounts to the spend of n distinct ids of table,
 // whose key column is idCol: UPDATE ... FROM, which SQLite (3.33+) and
-// PostgreSQL both have, over a VALUES list whose columns both name column1
-// and column2. The CAST gives PostgreSQL the parameter's type.
+// PostgreSQL both have, over a VALUES list, whose columns both databases
+// name column1, column2. The CAST gives PostgreSQL the parameter's type.
 func addSpendSQL(table, idCol string, n int) string {
 	return "UPDATE " + table + " SET spend = spend + v.column2 FROM (VALUES " + repeatRow("(?,CAST(? AS BIGINT))", n) +
 		") AS v WHERE " + table + "." + idCol + " = v.column1"
@@ -67,17 +67,17 @@ func repeatRow(row string, n int) string {
 	return b.String()
 }
 
-// multiStmt is one statement prepared for max, max/2, ..., 1 rows (max a
-// power of two). rows is how many rows stmts[k] takes.
+// multiStmt is one statement prepared for maxRows, maxRows/2, ..., 1 rows
+// (maxRows a power of two). rows[k] is how many rows stmts[k] takes.
 type multiStmt struct {
 	stmts []*sql.Stmt
 	rows  []int
 }
 
-// prepareMulti prepares sqlFor(n) for n = max, max/2, ..., 1 on db.
-func prepareMulti(ctx context.Context, db *sql.DB, max int, sqlFor func(n int) string) (multiStmt, error) {
+// prepareMulti prepares sqlFor(n) for n = maxRows, maxRows/2, ..., 1 on db.
+func prepareMulti(ctx context.Context, db *sql.DB, maxRows int, sqlFor func(n int) string) (multiStmt, error) {
 	var m multiStmt
-	for n := max; n >= 1; n /= 2 {
+	for n := maxRows; n >= 1; n /= 2 {
 		st, err := db.PrepareContext(ctx, sqlFor(n))
 		if err != nil {
 			m.close()
@@ -98,7 +98,7 @@ func (m multiStmt) close() error {
 }
 
 // each covers n rows with chunks, the largest statement first and then the
-// binary decomposition of what is left (a batch of 300 rows and max 64 is
+// binary decomposition of what is left (300 rows with maxRows 64 are
 // 4x64, 32, 8 and 4), calling fn with each chunk's statement in tx, its
 // first row and its row count.
 func (m multiStmt) each(ctx context.Context, tx *sql.Tx, n int, fn func(st *sql.Stmt, from, rows int) error) error {

@@ -47,9 +47,11 @@ func Chain(mws []Middleware, final Handler) Handler {
 type Exchange struct {
 	// Ctx carries the request deadline; cancelled when the server stops.
 	Ctx context.Context
-	// ID is the request id (x-request-id in and out).
-	ID    string
-	Start time.Time
+	// ID is the gateway's request id, unique: the spend record's key.
+	ID string
+	// ClientID is the client's x-request-id, echoed back (may repeat).
+	ClientID string
+	Start    time.Time
 	// Dialect is the inbound endpoint's wire format.
 	Dialect llm.Dialect
 	// Body is the inbound request body, read-only.

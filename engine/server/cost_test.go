@@ -67,7 +67,7 @@ model_list:
 	want := map[string]int64{"gpt": 7_000_000, "claude": 3_225_000, "custom": 20_000_000}
 	for model, cost := range want {
 		for _, stream := range []string{"", `,"stream":true`} {
-			resp, b := h.post("/v1/chat/completions", chat(model, stream), "x-request-id", model+stream)
+			resp, b := h.post("/v1/chat/completions", chat(model, stream))
 			if resp.StatusCode != 200 {
 				t.Fatalf("%s: %d %s", model, resp.StatusCode, b)
 			}
@@ -79,7 +79,7 @@ model_list:
 				t.Fatalf("%s: no record: %v", model, err)
 			}
 			r := recs[0]
-			if r.RequestID != model+stream || r.Cost != cost {
+			if r.RequestID != resp.Header.Get("x-request-id") || r.Cost != cost {
 				t.Errorf("%s stream=%v: cost %d nano, want %d (tokens p%d c%d cached%d write%d reasoning%d)",
 					model, stream != "", r.Cost, cost, r.PromptTokens, r.CompletionTokens, r.CachedTokens, r.CacheWriteTokens, r.ReasoningTokens)
 			}
@@ -115,5 +115,35 @@ func TestSpendRecordsStorePromptsOnlyWhenConfigured(t *testing.T) {
 		_ = srv.Shutdown()
 		_ = w.Close(context.Background())
 		_ = st.Close()
+	}
+}
+
+// A client that reuses its x-request-id still gets one spend record per
+// request: records are keyed by the gateway's own id.
+func TestRepeatedClientRequestIDKeepsEveryRecord(t *testing.T) {
+	cfg, _ := config.Parse([]byte("model_list:\n  - model_name: m\n    litellm_params: {model: mock/m}\n"), "p", nil)
+	st, err := sqlite.Open(filepath.Join(t.TempDir(), "p.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	w := spend.NewWriter(st, spend.Options{})
+	rt, _ := gateway.Build(cfg, gateway.Options{})
+	srv := New(Options{Holder: gateway.NewHolder(rt), Spend: w})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Shutdown()
+	defer http.DefaultClient.CloseIdleConnections()
+	h := &harness{t: t, srv: srv, url: "http://" + ln.Addr().String()}
+	for i := 0; i < 3; i++ {
+		resp, _ := h.post("/v1/chat/completions", chat("m", ""), "x-request-id", "same-id")
+		if resp.Header.Get("x-request-id") != "same-id" || resp.Header.Get("x-portcullis-request-id") == "" {
+			t.Fatalf("headers %v", resp.Header)
+		}
+	}
+	_ = w.Close(context.Background())
+	recs, _ := st.ListSpend(context.Background(), store.SpendFilter{})
+	if len(recs) != 3 {
+		t.Fatalf("%d records for 3 requests", len(recs))
 	}
 }

@@ -32,10 +32,17 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 	// in-flight requests and streams are meant to finish during shutdown.
 	x.Ctx = context.Background()
 	x.Dialect = d
-	x.ID = s.requestID(ctx)
+	x.ID = s.requestID()
+	x.ClientID = clientRequestID(ctx)
 	x.Header = &ctx.Request.Header
 	x.Body = ctx.PostBody()
-	ctx.Response.Header.Set("x-request-id", x.ID)
+	// The client's id comes back as it was sent; ours otherwise.
+	if x.ClientID != "" {
+		ctx.Response.Header.Set("x-request-id", x.ClientID)
+		ctx.Response.Header.Set("x-portcullis-request-id", x.ID)
+	} else {
+		ctx.Response.Header.Set("x-request-id", x.ID)
+	}
 
 	rt := s.holder.Acquire()
 	if e := parse(x); e != nil {
@@ -168,6 +175,7 @@ func (s *Server) finish(rt *gateway.Runtime, x *pipeline.Exchange) {
 	if ce := s.log.Check(zap.InfoLevel, "request"); ce != nil {
 		fields := []zap.Field{
 			zap.String("id", x.ID),
+			zap.String("client_request_id", x.ClientID),
 			zap.String("endpoint", x.Dialect.String()),
 			zap.String("model", x.Model),
 			zap.String("deployment", x.DeploymentID),

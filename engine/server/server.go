@@ -336,12 +336,18 @@ func writeError(ctx *fasthttp.RequestCtx, d llm.Dialect, e *errs.Error) {
 	}
 }
 
-// requestID returns the client's x-request-id when it is sane, else a new
-// one.
-func (s *Server) requestID(ctx *fasthttp.RequestCtx) string {
+// clientRequestID returns the client's x-request-id when it is sane.
+func clientRequestID(ctx *fasthttp.RequestCtx) string {
 	if v := ctx.Request.Header.Peek("x-request-id"); len(v) > 0 && len(v) <= 128 && printable(v) {
 		return string(v)
 	}
+	return ""
+}
+
+// requestID returns a new id, unique in this process and, through its
+// random prefix, across restarts: the key of the request's spend record
+// (a client's own x-request-id may repeat, so it is kept beside it).
+func (s *Server) requestID() string {
 	var b [48]byte
 	out := append(b[:0], s.idPrefix...)
 	out = strconv.AppendUint(out, s.idSeq.Add(1), 36)

@@ -5,6 +5,8 @@
 GO       ?= go
 BIN      := bin/portcullis
 PORT     ?= 4000
+# The default config is for development (its master key is public): loopback only.
+HOST     ?= 127.0.0.1
 CONFIG   ?=
 FUZZTIME ?= 5s
 E2E_DIR  := engine/e2e/node
@@ -27,7 +29,7 @@ build:
 	$(GO) build -o $(BIN) ./cmd/portcullis
 
 run: build
-	./$(BIN) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
+	./$(BIN) --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
 test: vet unit race fuzz e2e
 

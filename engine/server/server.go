@@ -404,7 +404,11 @@ func (s *Server) serveReady(ctx *fasthttp.RequestCtx) {
 	rt := s.holder.Acquire()
 	n := len(rt.Router.Names())
 	rt.Release()
-	b := append([]byte(`{"status":"healthy","db":"Not connected","models":`), strconv.Itoa(n)...)
+	db := `"Not connected"`
+	if s.spend != nil {
+		db = `"connected"`
+	}
+	b := append([]byte(`{"status":"healthy","db":`+db+`,"models":`), strconv.Itoa(n)...)
 	b = append(b, `,"version":`...)
 	b = errs.AppendJSONString(b, Version)
 	ctx.SetBody(append(b, '}'))

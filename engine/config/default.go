@@ -13,6 +13,3 @@ func Default() *Config {
 	}
 	return c
 }
-
-// DefaultYAML returns the embedded default configuration text.
-func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }

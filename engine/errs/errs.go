@@ -10,7 +10,6 @@ package errs
 
 import (
 	"errors"
-	"strconv"
 )
 
 // Code is a stable, machine-readable error code. Codes are part of the wire
@@ -244,6 +243,3 @@ func AppendJSONString(b []byte, s string) []byte {
 	b = append(b, s[start:]...)
 	return append(b, '"')
 }
-
-// StatusText returns the status as a decimal string (for LiteLLM-style codes).
-func StatusText(status int) string { return strconv.Itoa(status) }

@@ -53,17 +53,8 @@ func (d *Deployment) Cost(t llm.Tokens) int64 { return pricing.Cost(d.Price, t) 
 // InFlight is the number of calls in progress on d.
 func (d *Deployment) InFlight() int64 { return d.health.inflight.Load() }
 
-// CoolingDown reports whether d is out of the rotation now.
-func (d *Deployment) CoolingDown() bool { return d.health.coolingDown(time.Now().UnixNano()) }
-
 // Tokens records tokens served, for tpm accounting.
 func (d *Deployment) Tokens(n int) { d.health.countTokens(time.Now().UnixNano(), n) }
-
-// Latency returns the moving averages of call latency and time to first
-// token (0 when unmeasured).
-func (d *Deployment) Latency() (total, ttft time.Duration) {
-	return time.Duration(load(&d.health.latency)), time.Duration(load(&d.health.ttft))
-}
 
 func (d *Deployment) hasTag(t string) bool {
 	for _, x := range d.Tags {

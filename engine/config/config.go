@@ -9,9 +9,11 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -29,6 +31,10 @@ type Config struct {
 	Storage StorageSettings
 	Spend   SpendSettings
 	Auth    AuthSettings
+	Policy  PolicySettings
+	Wasm    WasmSettings
+	Plugins []PluginSettings
+	Cache   CacheSettings
 	// Warnings are non-fatal findings (unknown keys, unset variables).
 	Warnings []Problem
 	// Source is the file path, or "embedded".
@@ -124,6 +130,9 @@ var ErrorClasses = []string{"bad_request", "auth", "not_found", "timeout", "rate
 
 // LiteLLMSettings is the part of litellm_settings Portcullis reads.
 type LiteLLMSettings struct {
+	// Cache is litellm_settings.cache / cache_params, folded into
+	// Config.Cache (portcullis.cache wins).
+	Cache          CacheSettings
 	DropParams     bool
 	RequestTimeout time.Duration
 	JSONLogs       bool
@@ -173,6 +182,100 @@ type AuthSettings struct {
 	AllowAnonymous bool
 	// KeyCacheSize bounds the hot key metadata cache (default 100,000).
 	KeyCacheSize int
+}
+
+// PolicySettings is portcullis.policy: OPA Rego policies in the request
+// path (engine/policy). Empty Dir and Bundle: no policy stage.
+type PolicySettings struct {
+	// Dir holds *.rego modules, their *_test.rego tests and data files
+	// (data.json / data.yaml), loaded recursively.
+	Dir string
+	// Bundle is an OPA bundle (.tar.gz) used instead of Dir.
+	Bundle string
+	// Query is the decision's entry point (default data.gateway.decision).
+	Query string
+	// ResponseQuery is the response-phase decision (default
+	// data.gateway.response_decision; skipped when the policies leave it
+	// undefined).
+	ResponseQuery string
+	// FailOpen lets a request through when evaluation errors, times out
+	// or returns no decision (default: fail closed).
+	FailOpen bool
+	// Timeout bounds one evaluation (default 50ms).
+	Timeout time.Duration
+	// MaxTextBytes caps the message text put into the input (default
+	// 64 KiB; the rest is cut and input.llm.truncated is true).
+	MaxTextBytes int
+	// StreamWindow is how many bytes of streamed output the response
+	// decision sees at a time (default 1 KiB).
+	StreamWindow int
+	// Watch reloads when a file under Dir (or the bundle) changes
+	// (default true); WatchInterval is how often it looks (default 1s).
+	Watch         bool
+	WatchInterval time.Duration
+	// SkipTests loads policies whose own tests fail (default: a policy
+	// whose tests fail never replaces the running one).
+	SkipTests bool
+}
+
+// WasmSettings is portcullis.wasm: process-wide Wasm host settings.
+type WasmSettings struct {
+	// CacheDir is the file-backed compilation cache (default: the user
+	// cache dir's portcullis/wasm; "off" disables it).
+	CacheDir string
+}
+
+// PluginSettings is one entry of portcullis.plugins, run in list order.
+type PluginSettings struct {
+	Path_ string // "portcullis.plugins[0]", for messages
+	Name  string
+	// Module is the .wasm file.
+	Module string
+	// Hooks limits which of the module's hooks run (default: all it
+	// exports): on_request, on_response, on_stream_event, on_stream_end.
+	Hooks []string
+	// Config is handed to the plugin's on_config as JSON.
+	Config []byte
+	// MemoryLimitPages caps each instance's memory in 64 KiB pages
+	// (default 256, 16 MiB).
+	MemoryLimitPages int
+	// Timeout is the per-hook deadline (default 10ms).
+	Timeout time.Duration
+	// PoolSize bounds the idle instances kept (default 2 x GOMAXPROCS).
+	PoolSize int
+	// FailurePolicy: "fail_closed" (default) or "fail_open".
+	FailurePolicy string
+	// Trusted runs without the per-hook deadline's loop checks (faster;
+	// for plugins you build yourself).
+	Trusted bool
+	// Apply restricts the plugin to some requests; empty lists match all.
+	Routes []string // endpoint paths, e.g. /v1/chat/completions
+	Models []string // requested model names
+	Teams  []string
+	Keys   []string // key aliases or hashes
+}
+
+// CacheSettings is the response cache: LiteLLM's litellm_settings.cache
+// and cache_params, and portcullis.cache.
+type CacheSettings struct {
+	Enabled bool
+	// TTL of an entry (default 10m); MaxBytes the memory bound (default
+	// 256 MiB).
+	TTL      time.Duration
+	MaxBytes int64
+	// Scope: "team" (default), "key" or "global".
+	Scope string
+	// AllRequests caches non-deterministic requests too (default: only
+	// temperature 0 or a seed).
+	AllRequests bool
+	// DefaultOff: only requests that ask for caching are cached
+	// (LiteLLM's cache_params.mode: default_off).
+	DefaultOff bool
+	// CallTypes limits what is cached: chat, completions, embeddings,
+	// messages (default all).
+	CallTypes []string
+	// Namespace prefixes every key (cache_params.namespace).
+	Namespace string
 }
 
 // LogSettings is portcullis.log.
@@ -308,9 +411,10 @@ func readLiteLLM(o *obj, rs *RouterSettings) LiteLLMSettings {
 	if o.has("cooldown_time") {
 		rs.CooldownTime = o.duration("cooldown_time")
 	}
+	s.Cache = readLiteLLMCache(o)
 	o.unknown(map[string]string{
 		"set_verbose": "", "callbacks": "use Portcullis logging and /metrics", "success_callback": "", "failure_callback": "",
-		"service_callback": "", "cache": "the response cache is configured under portcullis.cache", "cache_params": "",
+		"service_callback": "", "cache": "", "cache_params": "",
 		"max_budget": "", "budget_duration": "", "default_team_settings": "", "default_key_generate_params": "",
 		"upperbound_key_generate_params": "", "max_internal_user_budget": "", "internal_user_budget_duration": "",
 		"turn_off_message_logging": "", "redact_user_api_key_info": "", "telemetry": "", "modify_params": "",
@@ -584,6 +688,12 @@ func readPortcullis(o *obj, c *Config) {
 	au := o.child("auth")
 	c.Auth = AuthSettings{AllowAnonymous: au.boolean("allow_anonymous"), KeyCacheSize: au.integer("key_cache_size")}
 	au.unknown(nil)
+	c.Policy = readPolicySettings(o.child("policy"))
+	w := o.child("wasm")
+	c.Wasm = WasmSettings{CacheDir: w.str("cache_dir")}
+	w.unknown(nil)
+	c.Plugins = readPlugins(o)
+	c.Cache = readCache(o.child("cache"), c.LiteLLM.Cache)
 	l := o.child("log")
 	c.Log = LogSettings{Format: l.str("format"), Level: l.str("level")}
 	switch c.Log.Format {
@@ -630,4 +740,184 @@ func checkModels(r *reader, c *Config) {
 func IsConfigError(err error) bool {
 	var e *Error
 	return errors.As(err, &e)
+}
+
+// readLiteLLMCache reads litellm_settings.cache and cache_params.
+func readLiteLLMCache(o *obj) CacheSettings {
+	c := CacheSettings{Enabled: o.boolean("cache")}
+	p := o.child("cache_params")
+	switch t := p.str("type"); t {
+	case "", "local", "in-memory":
+	case "redis", "redis-semantic", "qdrant-semantic", "s3", "gcs", "disk", "azure-blob":
+		if c.Enabled {
+			p.r.warnf(join(p.path, "type"), "cache type %q is not supported yet; the in-memory cache is used", t)
+		}
+	default:
+		p.r.errf(join(p.path, "type"), "unknown cache type %q", t)
+	}
+	c.TTL = p.duration("ttl")
+	c.Namespace = p.str("namespace")
+	if m := p.str("mode"); m == "default_off" {
+		c.DefaultOff = true
+	} else if m != "" && m != "default_on" {
+		p.r.errf(join(p.path, "mode"), "want default_on or default_off, got %q", m)
+	}
+	for _, t := range p.strs("supported_call_types") {
+		switch t {
+		case "completion", "acompletion":
+			c.CallTypes = append(c.CallTypes, "chat", "messages")
+		case "text_completion", "atext_completion":
+			c.CallTypes = append(c.CallTypes, "completions")
+		case "embedding", "aembedding":
+			c.CallTypes = append(c.CallTypes, "embeddings")
+		default:
+			p.r.warnf(join(p.path, "supported_call_types"), "call type %q is not cached by Portcullis", t)
+		}
+	}
+	p.unknown(map[string]string{"host": "", "port": "", "password": "", "redis_startup_nodes": "",
+		"service_name": "", "similarity_threshold": "", "default_in_memory_ttl": "", "default_in_redis_ttl": "",
+		"max_connections": ""})
+	return c
+}
+
+// readPolicy reads portcullis.policy.
+func readPolicySettings(o *obj) PolicySettings {
+	p := PolicySettings{
+		Dir: o.str("dir"), Bundle: o.str("bundle"), Query: o.str("query"), ResponseQuery: o.str("response_query"),
+		FailOpen: o.boolean("fail_open"), Timeout: o.duration("timeout"), MaxTextBytes: o.integer("max_text_bytes"),
+		StreamWindow: o.integer("stream_window"), Watch: true, WatchInterval: o.duration("watch_interval"),
+		SkipTests: o.boolean("skip_tests"),
+	}
+	if o.has("watch") {
+		p.Watch = o.boolean("watch")
+	}
+	if p.Dir != "" && p.Bundle != "" {
+		o.r.errf(o.path, "dir and bundle are alternatives; set one")
+	}
+	if p.Query == "" {
+		p.Query = "data.gateway.decision"
+	}
+	if p.ResponseQuery == "" {
+		p.ResponseQuery = "data.gateway.response_decision"
+	}
+	if p.Timeout == 0 {
+		p.Timeout = 50 * time.Millisecond
+	}
+	if p.MaxTextBytes == 0 {
+		p.MaxTextBytes = 64 << 10
+	}
+	if p.StreamWindow == 0 {
+		p.StreamWindow = 1 << 10
+	}
+	if p.WatchInterval == 0 {
+		p.WatchInterval = time.Second
+	}
+	o.unknown(nil)
+	return p
+}
+
+// readPlugins reads portcullis.plugins.
+func readPlugins(o *obj) []PluginSettings {
+	var out []PluginSettings
+	names := map[string]bool{}
+	for i, e := range o.list("plugins") {
+		path := fmt.Sprintf("%s[%d]", join(o.path, "plugins"), i)
+		p := o.r.obj(path, e)
+		ps := PluginSettings{
+			Path_: path, Name: p.str("name"), Module: p.str("module"), Hooks: p.strs("hooks"),
+			MemoryLimitPages: p.integer("memory_limit_pages"), Timeout: p.duration("timeout"),
+			PoolSize: p.integer("pool_size"), FailurePolicy: p.str("failure_policy"), Trusted: p.boolean("trusted"),
+		}
+		if p.has("config") {
+			b, err := json.Marshal(p.raw("config"))
+			if err != nil {
+				p.r.errf(join(path, "config"), "not representable as JSON: %v", err)
+			}
+			ps.Config = b
+		}
+		ap := p.child("apply")
+		ps.Routes, ps.Models, ps.Teams, ps.Keys = ap.strs("routes"), ap.strs("models"), ap.strs("teams"), ap.strs("keys")
+		ap.unknown(nil)
+		if ps.Module == "" {
+			p.r.errf(join(path, "module"), "required: the plugin's .wasm file")
+		}
+		if ps.Name == "" {
+			ps.Name = strings.TrimSuffix(filepath.Base(ps.Module), ".wasm")
+		}
+		if names[ps.Name] {
+			p.r.errf(join(path, "name"), "plugin name %q is used twice", ps.Name)
+		}
+		names[ps.Name] = true
+		for _, h := range ps.Hooks {
+			switch h {
+			case "on_request", "on_response", "on_stream_event", "on_stream_end":
+			default:
+				p.r.errf(join(path, "hooks"), "unknown hook %q (on_request, on_response, on_stream_event, on_stream_end)", h)
+			}
+		}
+		switch ps.FailurePolicy {
+		case "":
+			ps.FailurePolicy = "fail_closed"
+		case "fail_closed", "fail_open":
+		default:
+			p.r.errf(join(path, "failure_policy"), "want fail_closed or fail_open, got %q", ps.FailurePolicy)
+		}
+		if ps.MemoryLimitPages == 0 {
+			ps.MemoryLimitPages = 256
+		} else if ps.MemoryLimitPages < 0 || ps.MemoryLimitPages > 65536 {
+			p.r.errf(join(path, "memory_limit_pages"), "want 1..65536 pages of 64 KiB, got %d", ps.MemoryLimitPages)
+		}
+		if ps.Timeout == 0 {
+			ps.Timeout = 10 * time.Millisecond
+		}
+		p.unknown(nil)
+		out = append(out, ps)
+	}
+	return out
+}
+
+// readCache reads portcullis.cache over what litellm_settings set.
+func readCache(o *obj, c CacheSettings) CacheSettings {
+	if o.has("enabled") {
+		c.Enabled = o.boolean("enabled")
+	}
+	if o.has("ttl") {
+		c.TTL = o.duration("ttl")
+	}
+	if o.has("max_bytes") {
+		c.MaxBytes = int64(o.integer("max_bytes"))
+	}
+	if o.has("namespace") {
+		c.Namespace = o.str("namespace")
+	}
+	if o.has("call_types") {
+		c.CallTypes = o.strs("call_types")
+		for _, t := range c.CallTypes {
+			switch t {
+			case "chat", "completions", "embeddings", "messages":
+			default:
+				o.r.errf(join(o.path, "call_types"), "unknown call type %q (chat, completions, embeddings, messages)", t)
+			}
+		}
+	}
+	c.Scope = o.str("scope")
+	switch c.Scope {
+	case "":
+		c.Scope = "team"
+	case "team", "key", "global":
+	default:
+		o.r.errf(join(o.path, "scope"), "want team, key or global, got %q", c.Scope)
+	}
+	c.AllRequests = o.boolean("all_requests")
+	if o.has("default_off") {
+		c.DefaultOff = o.boolean("default_off")
+	}
+	if c.TTL == 0 {
+		c.TTL = 10 * time.Minute
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 256 << 20
+	}
+	o.unknown(nil)
+	return c
 }

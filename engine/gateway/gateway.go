@@ -49,6 +49,7 @@ type Runtime struct {
 
 	client    *provider.Client
 	providers []provider.Provider
+	cleanups  []func()
 	refs      atomic.Int64
 	retired   atomic.Bool
 	cleaned   atomic.Bool
@@ -65,6 +66,16 @@ type Options struct {
 	Keys *keys.Manager
 	// Prices is the price table (default: pricing.Default()).
 	Prices *pricing.Table
+	// Policy is the Rego policy stage (engine/policy); process-level, it
+	// reloads on its own. Nil: no policies.
+	Policy pipeline.Middleware
+	// Plugins compiles the config's Wasm plugins for this snapshot
+	// (engine/wasm); the returned cleanup runs when the snapshot is
+	// retired. Nil, or a nil middleware: no plugins.
+	Plugins func(cfg *config.Config, r *route.Router) (pipeline.Middleware, func(), error)
+	// Cache is the response cache stage (engine/cache); process-level, so
+	// entries survive reloads. Nil: no cache.
+	Cache pipeline.Middleware
 }
 
 // Build compiles cfg. It returns an error naming the place and the reason
@@ -151,6 +162,26 @@ func Build(cfg *config.Config, o Options) (*Runtime, error) {
 		if !cfg.Auth.AllowAnonymous {
 			mws = append(mws, rt.Master)
 		}
+	}
+	// After authentication, in this order: policies decide on the request
+	// as the client sent it; plugins may rewrite or route it; the cache
+	// answers only what was allowed, after every rewrite.
+	if o.Policy != nil {
+		mws = append(mws, o.Policy)
+	}
+	if o.Plugins != nil && len(cfg.Plugins) > 0 {
+		mw, cleanup, err := o.Plugins(cfg, rt.Router)
+		if err != nil {
+			rt.cleanup()
+			return nil, err
+		}
+		rt.cleanups = append(rt.cleanups, cleanup)
+		if mw != nil {
+			mws = append(mws, mw)
+		}
+	}
+	if o.Cache != nil {
+		mws = append(mws, o.Cache)
 	}
 	rt.Handler = pipeline.Chain(mws, rt.Router.Serve)
 	rt.buildModels(deps)
@@ -271,6 +302,11 @@ func (rt *Runtime) cleanup() {
 			}
 		}
 		rt.client.CloseIdleConnections()
+		for _, f := range rt.cleanups {
+			if f != nil {
+				f()
+			}
+		}
 		rt.cleaned.Store(true)
 	})
 }

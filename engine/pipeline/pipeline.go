@@ -86,6 +86,24 @@ type Exchange struct {
 	NumRetries       int
 	NumRetriesSet    bool
 
+	// Route overrides set by a policy mutation or a plugin's route
+	// decision (validated against the configured models by the stage that
+	// sets them): RouteModel replaces Model as the model group to serve,
+	// RouteDeployment pins one deployment of that group.
+	RouteModel      string
+	RouteDeployment string
+
+	// Labels are tags from policies and plugins ("flag:pii-email"): they
+	// land in the spend record and the log line, never in routing.
+	Labels []string
+	// PolicyVersion is the policy revision that decided the request.
+	PolicyVersion string
+
+	// CacheHit: the response came from the response cache; SavedCost is
+	// what it would have cost upstream (nano-dollars).
+	CacheHit  bool
+	SavedCost int64
+
 	// Filled by the router.
 	DeploymentID string
 	Provider     string
@@ -128,7 +146,68 @@ type Exchange struct {
 	// busy is the serving deployment's in-flight counter, decremented
 	// when the exchange is released (after a stream has ended).
 	busy *atomic.Int64
+
+	filters [maxFilters]Filter
+	nfilter int
 }
+
+// RouteGroup is the model group to serve: the route override, or the
+// model the client asked for.
+func (x *Exchange) RouteGroup() string {
+	if x.RouteModel != "" {
+		return x.RouteModel
+	}
+	return x.Model
+}
+
+// Emit passes one SSE event on (name may be nil for data-only events).
+type Emit func(name, data []byte) error
+
+// Filter sees a response on its way back to the client, in the client's
+// dialect (after translation). A middleware that needs the response adds
+// a Filter to the exchange; filters run in reverse order of registration,
+// so the stage nearest the router sees the response first (a cache stores
+// what the upstream said; plugins and policies after it see a cached
+// answer exactly as they would a fresh one).
+//
+// A filter that keeps per-stream state is allocated per request by the
+// middleware that adds it. Returned errors are *errs.Error: before the
+// first byte they become the client's error; mid-stream they end the
+// stream with an error event.
+type Filter interface {
+	// Body filters a complete (non-streamed) body and returns the body to
+	// pass on, which may be body itself. It must not keep body.
+	Body(x *Exchange, body []byte) ([]byte, error)
+	// Event filters one SSE event, passing zero, one or more events on
+	// through emit. The event's slices are valid only during the call.
+	Event(x *Exchange, name, data []byte, emit Emit) error
+	// End is called once when the stream ends; complete is false when it
+	// was cut (upstream error, client gone). Every event, the terminal one
+	// ([DONE], message_stop) included, has gone through Event before; a
+	// filter that holds text back flushes it when it sees the terminal
+	// event. When complete, x.Tokens holds the stream's usage and End may
+	// still emit (after the terminal event).
+	End(x *Exchange, complete bool, emit Emit) error
+}
+
+const maxFilters = 4
+
+// AddFilter registers f for this request's response. It reports false
+// when the exchange already holds the maximum number of filters.
+func (x *Exchange) AddFilter(f Filter) bool {
+	if x.nfilter == maxFilters {
+		return false
+	}
+	// Kept in run order: the newest first.
+	copy(x.filters[1:x.nfilter+1], x.filters[:x.nfilter])
+	x.filters[0] = f
+	x.nfilter++
+	return true
+}
+
+// Filters returns the registered filters in the order they run (the last
+// registered first).
+func (x *Exchange) Filters() []Filter { return x.filters[:x.nfilter] }
 
 // MarkGroup records that model group name was tried.
 func (x *Exchange) MarkGroup(name string) {

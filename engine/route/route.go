@@ -304,3 +304,18 @@ func (r *Router) computeMaxPrices() {
 		g.maxPrice = best
 	}
 }
+
+// HasDeployment reports whether the model group serves a deployment with
+// this id (route decisions from plugins are checked against it).
+func (r *Router) HasDeployment(group, id string) bool {
+	g, ok := r.Group(group)
+	if !ok {
+		return false
+	}
+	for _, d := range g.Deployments {
+		if d.ID == id {
+			return true
+		}
+	}
+	return false
+}

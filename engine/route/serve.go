@@ -23,9 +23,9 @@ import (
 // stream, "answers" means its first event arrived: until then any failure
 // may still be retried or fall back, after it nothing can.
 func (r *Router) Serve(x *pipeline.Exchange) error {
-	primary, ok := r.Group(x.Model)
+	primary, ok := r.Group(x.RouteGroup())
 	if !ok {
-		e := errs.New(404, errs.CodeModelNotFound, "The model `"+x.Model+"` does not exist or you do not have access to it.")
+		e := errs.New(404, errs.CodeModelNotFound, "The model `"+x.RouteGroup()+"` does not exist or you do not have access to it.")
 		e.Param = "model"
 		return e
 	}
@@ -99,6 +99,10 @@ func (r *Router) fallbacksFor(group string, x *pipeline.Exchange) []string {
 func (r *Router) tryGroup(x *pipeline.Exchange, g, primary *Group) error {
 	x.MarkGroup(g.Name)
 	f := filter{tags: x.Tags}
+	if x.RouteDeployment != "" && g == primary {
+		// A plugin pinned one deployment of the group: tags do not apply.
+		f.only, f.tags = x.RouteDeployment, nil
+	}
 	for attempt := 0; ; attempt++ {
 		f.now = time.Now().UnixNano()
 		d := r.pick(g, &f, x.Stream)

@@ -15,10 +15,15 @@ type filter struct {
 	// skip excludes one deployment (the one that just failed, when the
 	// group has others).
 	skip *Deployment
+	// only restricts the pick to one deployment id (a pinned route).
+	only string
 }
 
 func (r *Router) eligible(d *Deployment, f *filter) bool {
 	if d == f.skip || d.health.coolingDown(f.now) {
+		return false
+	}
+	if f.only != "" && d.ID != f.only {
 		return false
 	}
 	if d.MaxParallel > 0 && d.health.inflight.Load() >= int64(d.MaxParallel) {

@@ -65,6 +65,12 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 		s.fail(ctx, rt, x, errs.From(err))
 		return
 	}
+	for _, f := range x.Filters() {
+		if body, err = f.Body(x, body); err != nil {
+			s.fail(ctx, rt, x, errs.From(err))
+			return
+		}
+	}
 	x.Tokens = tokens
 	x.Status = 200
 	ctx.SetStatusCode(200)
@@ -126,6 +132,10 @@ func (s *Server) account(x *pipeline.Exchange) {
 		CachedTokens: int64(x.Tokens.CachedRead), CacheWriteTokens: int64(x.Tokens.CacheWrite),
 		ReasoningTokens: int64(x.Tokens.Reasoning), Cost: x.Cost, Status: x.Status,
 		StartTime: x.Start, EndTime: time.Now(), Tags: x.Tags,
+		CacheHit: x.CacheHit, SavedCost: x.SavedCost, PolicyVersion: x.PolicyVersion,
+	}
+	if len(x.Labels) > 0 {
+		rec.Tags = append(append(make([]string, 0, len(x.Tags)+len(x.Labels)), x.Tags...), x.Labels...)
 	}
 	if x.Err != nil {
 		rec.ErrorCode = string(x.Err.Code)
@@ -189,6 +199,15 @@ func (s *Server) finish(rt *gateway.Runtime, x *pipeline.Exchange) {
 		}
 		if x.Stream && x.FirstByte > 0 {
 			fields = append(fields, zap.Duration("ttfb", x.FirstByte))
+		}
+		if x.PolicyVersion != "" {
+			fields = append(fields, zap.String("policy_version", x.PolicyVersion))
+		}
+		if len(x.Labels) > 0 {
+			fields = append(fields, zap.Strings("labels", x.Labels))
+		}
+		if x.CacheHit {
+			fields = append(fields, zap.Bool("cache_hit", true))
 		}
 		if x.Err != nil {
 			fields = append(fields, zap.String("error_code", string(x.Err.Code)), zap.String("error", x.Err.Message))
@@ -284,6 +303,10 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *p
 	}
 	b := &streamBody{s: s, rt: rt, x: x, ctx: ctx, tr: tr, first: first, hasFirst: true, wt: s.settings.WriteTimeout}
 	b.emitFn = b.emit
+	if fs := x.Filters(); len(fs) > 0 {
+		b.filters = fs
+		b.emitFn = b.filterChain(fs)
+	}
 	b.hideUsage = x.Dialect == llm.OpenAIChat && resp.Dialect == llm.OpenAIChat && !x.IncludeUsage
 	x.Status = 200
 	ctx.SetStatusCode(200)
@@ -307,6 +330,12 @@ type streamBody struct {
 	emitFn translate.Emit
 	wt     time.Duration
 
+	// filters see every event in the client's dialect; emits[i] feeds
+	// filter i (emitFn is emits[0], or emit without filters).
+	filters  []pipeline.Filter
+	emits    []translate.Emit
+	filtered bool // End was called on the filters
+
 	first     sse.Event
 	hasFirst  bool
 	hideUsage bool
@@ -322,6 +351,40 @@ func (b *streamBody) emit(name, data []byte) error {
 	b.out = sse.AppendEvent(b.out, name, data)
 	return nil
 }
+
+// filterChain links the filters: filter i emits into filter i+1, the last
+// into the client's buffer. Built once per stream, only when filters exist.
+func (b *streamBody) filterChain(fs []pipeline.Filter) translate.Emit {
+	b.emits = make([]translate.Emit, len(fs)+1)
+	b.emits[len(fs)] = b.emit
+	for i := len(fs) - 1; i >= 0; i-- {
+		f, next := fs[i], pipeline.Emit(b.emits[i+1])
+		b.emits[i] = func(name, data []byte) error { return f.Event(b.x, name, data, next) }
+	}
+	return b.emits[0]
+}
+
+// endFilters tells each filter, in order, that the stream ended; a filter
+// that completed normally may still emit into the ones after it.
+func (b *streamBody) endFilters(complete bool) error {
+	if b.filtered {
+		return nil
+	}
+	b.filtered = true
+	var first error
+	for i, f := range b.filters {
+		next := pipeline.Emit(b.emits[i+1])
+		if !complete || first != nil {
+			next = discard
+		}
+		if err := f.End(b.x, complete && first == nil, next); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func discard(_, _ []byte) error { return nil }
 
 // Read implements io.Reader for fasthttp's chunked writer.
 func (b *streamBody) Read(p []byte) (int, error) {
@@ -391,6 +454,16 @@ func (b *streamBody) step() {
 					b.abort(errs.New(502, errs.CodeUpstreamProtocol, b.x.Provider+": upstream stream ended before completion"))
 					return
 				}
+				// Filters read the usage at End (a cache stores it).
+				if b.tr != nil {
+					b.x.Tokens = b.tr.Usage()
+				} else if t, ok := b.meter.Tokens(); ok {
+					b.x.Tokens = t
+				}
+				if err := b.endFilters(true); err != nil {
+					b.abort(errs.From(err))
+					return
+				}
 				b.ended = true
 				return
 			}
@@ -445,6 +518,12 @@ func (b *streamBody) step() {
 			ev.Data = d
 		}
 	}
+	if b.filters != nil {
+		if err := b.emitFn(ev.Name, ev.Data); err != nil {
+			b.abort(errs.From(err))
+		}
+		return
+	}
 	b.out = sse.AppendEvent(b.out, ev.Name, ev.Data)
 }
 
@@ -479,6 +558,7 @@ func upstreamStreamError(providerName string, d llm.Dialect, data []byte) *errs.
 func (b *streamBody) abort(e *errs.Error) {
 	b.x.Err = e
 	b.ended = true
+	_ = b.endFilters(false)
 	m := b.rt.ModelMetrics[b.x.Model]
 	if m != nil {
 		m.StreamError(string(e.Code))
@@ -503,6 +583,7 @@ func (b *streamBody) Close() error {
 		b.x.Err = errs.New(499, errs.CodeInvalidRequest, "client closed the stream")
 		b.x.Status = 499
 	}
+	_ = b.endFilters(b.ended && b.x.Err == nil)
 	if !b.x.Accounted {
 		if b.tr != nil {
 			b.x.Tokens = b.tr.Usage()

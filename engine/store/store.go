@@ -117,9 +117,15 @@ type SpendRecord struct {
 	StartTime        time.Time
 	EndTime          time.Time
 	CacheHit         bool
-	Tags             []string
-	Prompt           json.RawMessage // only when configured
-	Response         json.RawMessage // only when configured
+	// SavedCost is what a cache hit would have cost upstream.
+	SavedCost Nano
+	// PolicyVersion is the policy revision that decided the request.
+	PolicyVersion string
+	// Tags are the request's routing tags and the labels policies and
+	// plugins added.
+	Tags     []string
+	Prompt   json.RawMessage // only when configured
+	Response json.RawMessage // only when configured
 }
 
 // AuditRecord is one admin change. Before and After never hold secrets.

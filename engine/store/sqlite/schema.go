@@ -126,4 +126,10 @@ CREATE INDEX audit_logs_object ON audit_logs (object_type, object_id, at);
 DROP INDEX IF EXISTS spend_logs_user_id_start_time;
 DROP INDEX IF EXISTS spend_logs_model_start_time;
 `,
+	// 3: the policy revision that decided each request, and what a cache
+	// hit saved.
+	`
+ALTER TABLE spend_logs ADD COLUMN policy_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE spend_logs ADD COLUMN saved_cost BIGINT NOT NULL DEFAULT 0;
+`,
 }

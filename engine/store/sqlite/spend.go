@@ -14,15 +14,15 @@ import (
 
 const spendColumns = "request_id, key_hash, key_alias, team_id, user_id, model, model_group, deployment, provider, " +
 	"prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost, status, error_code, " +
-	"start_time, end_time, cache_hit, tags, prompt, response"
+	"start_time, end_time, cache_hit, tags, prompt, response, policy_version, saved_cost"
 
 // spendArity is the number of columns (bind parameters) per spend record.
-const spendArity = 23
+const spendArity = 25
 
 // maxSpendRows is the most records one INSERT statement carries. A
 // statement writing several rows keeps a statement journal (in memory, see
 // temp_store in Open) of the pages it changes, so fewer, larger statements
-// copy fewer pages; 64 x 23 = 1472 parameters stays far below the limits of
+// copy fewer pages; 64 x 25 = 1600 parameters stays far below the limits of
 // SQLite (32766) and PostgreSQL (65535).
 const maxSpendRows = 64
 
@@ -34,7 +34,7 @@ const maxTotalRows = 64
 // is much cheaper for the driver than binding a string) and stored as the
 // column's empty value; COALESCE means the same in PostgreSQL.
 const spendRowSQL = "(?,COALESCE(?,''),COALESCE(?,''),COALESCE(?,''),COALESCE(?,''),COALESCE(?,''),COALESCE(?,''),COALESCE(?,''),COALESCE(?,'')," +
-	"?,?,?,?,?,?,?,COALESCE(?,''),?,?,?,COALESCE(?,'[]'),?,?)"
+	"?,?,?,?,?,?,?,COALESCE(?,''),?,?,?,COALESCE(?,'[]'),?,?,COALESCE(?,''),?)"
 
 // insertSpendSQL inserts n records, each unless its request_id is already
 // there (ON CONFLICT DO NOTHING is SQLite's INSERT OR IGNORE for that
@@ -251,6 +251,8 @@ func spendArgs(dst []any, r *store.SpendRecord) {
 	}
 	dst[21] = rawOrNull(r.Prompt)
 	dst[22] = rawOrNull(r.Response)
+	dst[23] = textOrNull(r.PolicyVersion)
+	dst[24] = r.SavedCost
 }
 
 // textOrNull is s, or NULL when empty (see spendRowSQL).
@@ -419,7 +421,7 @@ func (s *Store) ListSpend(ctx context.Context, f store.SpendFilter) ([]store.Spe
 		if err := rows.Scan(&r.RequestID, &r.KeyHash, &r.KeyAlias, &r.TeamID, &r.UserID, &r.Model, &r.ModelGroup,
 			&r.Deployment, &r.Provider, &r.PromptTokens, &r.CompletionTokens, &r.CachedTokens, &r.CacheWriteTokens,
 			&r.ReasoningTokens, &r.Cost, &r.Status, &r.ErrorCode, &start, &end, &cacheHit, &tags,
-			&prompt, &response); err != nil {
+			&prompt, &response, &r.PolicyVersion, &r.SavedCost); err != nil {
 			return nil, fmt.Errorf("sqlite: list spend: %w", err)
 		}
 		r.StartTime = fromMS(start)

@@ -123,33 +123,38 @@ func TestWriteSpendChunks(t *testing.T) {
 func TestMigrationDropsSpendIndexes(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "v1.db")
+	// A version-1 database, written the way version 1 stored spend (the
+	// current binary cannot open it without migrating).
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	all := migrations
 	migrations = all[:1]
-	s, err := Open(path, Options{})
+	err = migrate(ctx, db)
 	migrations = all
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := s.SchemaVersion(ctx); v != 1 {
-		t.Fatalf("version %d, want 1", v)
-	}
-	if err := s.CreateKey(ctx, &store.Key{Hash: "k1"}); err != nil {
+	if _, err := db.ExecContext(ctx, "INSERT INTO spend_logs (request_id, key_hash, user_id, model, cost, start_time, end_time) VALUES ('r1','k1','u','m',5,?,?)", t0.UnixMilli(), t0.UnixMilli()); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.WriteSpend(ctx, []store.SpendRecord{{RequestID: "r1", KeyHash: "k1", UserID: "u", Model: "m", Cost: 5, StartTime: t0}}); err != nil {
-		t.Fatal(err)
-	}
-	want := spendIndexes(t, s.r)
-	s.Close()
+	want := spendIndexes(t, db)
+	db.Close()
+
 	if len(want) != 6 { // the primary key's, start_time, key, team, user, model
 		t.Fatalf("version 1 indexes %v", want)
 	}
 
-	s, err = Open(path, Options{})
+	s, err := Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	recs, err := s.ListSpend(ctx, store.SpendFilter{})
+	if err != nil || len(recs) != 1 || recs[0].Cost != 5 || recs[0].PolicyVersion != "" || recs[0].SavedCost != 0 {
+		t.Fatalf("version-1 record after migrating: %+v, %v", recs, err)
+	}
 	if v, _ := s.SchemaVersion(ctx); v != len(migrations) {
 		t.Fatalf("version %d, want %d", v, len(migrations))
 	}
@@ -165,7 +170,10 @@ func TestMigrationDropsSpendIndexes(t *testing.T) {
 		}
 	}
 	// The old record is there, the user and model filters still work, and
-	// the replayed record does not count twice.
+	// the replayed record is not counted again.
+	if err := s.CreateKey(ctx, &store.Key{Hash: "k1"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.WriteSpend(ctx, []store.SpendRecord{{RequestID: "r1", KeyHash: "k1", Cost: 5, StartTime: t0}}); err != nil {
 		t.Fatal(err)
 	}
@@ -174,8 +182,8 @@ func TestMigrationDropsSpendIndexes(t *testing.T) {
 			t.Fatalf("%+v: %v, %v", f, recs, err)
 		}
 	}
-	if k, _ := s.GetKey(ctx, "k1"); k.Spend != 5 {
-		t.Fatalf("key spend %d, want 5", k.Spend)
+	if k, _ := s.GetKey(ctx, "k1"); k.Spend != 0 {
+		t.Fatalf("key spend %d, want 0 (the replayed record was stored before)", k.Spend)
 	}
 }
 

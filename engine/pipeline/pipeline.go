@@ -92,6 +92,13 @@ type Exchange struct {
 	// RouteDeployment pins one deployment of that group.
 	RouteModel      string
 	RouteDeployment string
+	// UpstreamSet and UpstreamRemove change the upstream request's headers
+	// (credentials and framing headers are refused by the provider).
+	UpstreamSet    [][2]string
+	UpstreamRemove []string
+	// ResponseSet are headers added to the client's response (x-cache,
+	// policy headers), success or error.
+	ResponseSet [][2]string
 
 	// Labels are tags from policies and plugins ("flag:pii-email"): they
 	// land in the spend record and the log line, never in routing.

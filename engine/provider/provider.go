@@ -69,6 +69,11 @@ type Request struct {
 	// HeaderDeadline, for a stream, bounds the wait for the response
 	// headers (the router's time-to-first-token deadline). Zero: Deadline.
 	HeaderDeadline time.Time
+	// SetHeaders and RemoveHeaders change the upstream request's headers
+	// (set by policies and plugins); credentials and framing headers are
+	// never changed this way.
+	SetHeaders    [][2]string
+	RemoveHeaders []string
 
 	chat    *llm.ChatRequest
 	chatErr error

@@ -119,6 +119,16 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 	for _, h := range extra {
 		req.Header.Set(h[0], h[1])
 	}
+	for _, name := range r.RemoveHeaders {
+		if !Protected(name) {
+			req.Header.Del(name)
+		}
+	}
+	for _, h := range r.SetHeaders {
+		if !Protected(h[0]) {
+			req.Header.Set(h[0], h[1])
+		}
+	}
 	if r.Stream {
 		req.Header.Set("Accept", "text/event-stream")
 	} else {
@@ -341,4 +351,16 @@ func scrub(s, secret string) string {
 		s = strings.ReplaceAll(s, secret, "[redacted]")
 	}
 	return s
+}
+
+// Protected reports whether a header name may not be set or removed by a
+// policy or plugin: credentials, and headers that frame the request.
+func Protected(name string) bool {
+	switch strings.ToLower(name) {
+	case "authorization", "x-api-key", "api-key", "proxy-authorization", "cookie", "host", "content-length",
+		"content-type", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "accept",
+		"accept-encoding", "x-goog-api-key":
+		return true
+	}
+	return false
 }

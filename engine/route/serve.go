@@ -256,6 +256,9 @@ func (r *Router) call(x *pipeline.Exchange, d *Deployment, start time.Time) (*pr
 		Model:   x.UpstreamModel,
 		Stream:  x.Stream,
 		Header:  x.Header,
+
+		SetHeaders:    x.UpstreamSet,
+		RemoveHeaders: x.UpstreamRemove,
 	}
 	switch {
 	case x.Stream:

@@ -51,6 +51,9 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 	}
 	err := rt.Handler(x)
 	routingHeaders(ctx, x)
+	for _, h := range x.ResponseSet {
+		ctx.Response.Header.Set(h[0], h[1])
+	}
 	if err != nil {
 		s.fail(ctx, rt, x, errs.From(err))
 		return

@@ -68,10 +68,16 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 		s.fail(ctx, rt, x, errs.From(err))
 		return
 	}
-	for _, f := range x.Filters() {
-		if body, err = f.Body(x, body); err != nil {
-			s.fail(ctx, rt, x, errs.From(err))
-			return
+	if fs := x.Filters(); len(fs) > 0 {
+		for _, f := range fs {
+			if body, err = f.Body(x, body); err != nil {
+				s.fail(ctx, rt, x, errs.From(err))
+				return
+			}
+		}
+		// Filters may add response headers.
+		for _, h := range x.ResponseSet {
+			ctx.Response.Header.Set(h[0], h[1])
 		}
 	}
 	x.Tokens = tokens

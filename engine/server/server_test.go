@@ -88,6 +88,13 @@ func newHarness(t testing.TB, extra string, settings config.ServerSettings) *har
 
 func newHarnessConfig(t testing.TB, src string, settings config.ServerSettings) *harness {
 	t.Helper()
+	return newHarnessOpts(t, src, settings, nil)
+}
+
+// newHarnessOpts is newHarnessConfig with a hook that edits the gateway
+// options (extra stages).
+func newHarnessOpts(t testing.TB, src string, settings config.ServerSettings, edit func(*gateway.Options)) *harness {
+	t.Helper()
 	up, err := testupstream.Start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +113,11 @@ func newHarnessConfig(t testing.TB, src string, settings config.ServerSettings) 
 		t.Fatal(err)
 	}
 	metrics := telemetry.NewMetrics()
-	rt, err := gateway.Build(cfg, gateway.Options{Getenv: getenv, Metrics: metrics})
+	opts := gateway.Options{Getenv: getenv, Metrics: metrics}
+	if edit != nil {
+		edit(&opts)
+	}
+	rt, err := gateway.Build(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,10 @@ func NewReader(r io.Reader, maxEvent int) *Reader {
 	if maxEvent <= 0 {
 		maxEvent = DefaultMaxEvent
 	}
-	return &Reader{src: r, max: maxEvent, buf: make([]byte, 4096)}
+	// 1 KiB holds a typical chat chunk (200-600 bytes); the buffer grows
+	// for larger events. It lives as long as the stream, so thousands of
+	// idle streams pay for its size.
+	return &Reader{src: r, max: maxEvent, buf: make([]byte, 1024)}
 }
 
 // Reset points the reader at a new stream, keeping its buffers.

@@ -83,8 +83,11 @@ type Exchange struct {
 	// metadata.tags), per-request "fallbacks" and "num_retries".
 	Tags             []string
 	RequestFallbacks []string
-	NumRetries       int
-	NumRetriesSet    bool
+	// CacheParams is LiteLLM's per-request "cache" object (raw JSON,
+	// removed from the body sent upstream); nil when absent.
+	CacheParams   []byte
+	NumRetries    int
+	NumRetriesSet bool
 
 	// Route overrides set by a policy mutation or a plugin's route
 	// decision (validated against the configured models by the stage that

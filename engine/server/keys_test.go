@@ -45,7 +45,13 @@ general_settings:
 
 func newStack(t *testing.T) *stackHarness {
 	t.Helper()
-	cfg, err := config.Parse([]byte(keysConfig), "test", func(string) string { return "" })
+	return newStackOpts(t, keysConfig, nil)
+}
+
+// newStackOpts is newStack with another config and extra gateway stages.
+func newStackOpts(t *testing.T, src string, edit func(*gateway.Options)) *stackHarness {
+	t.Helper()
+	cfg, err := config.Parse([]byte(src), "test", func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +68,11 @@ func newStack(t *testing.T) *stackHarness {
 		t.Fatal(err)
 	}
 	m := telemetry.NewMetrics()
-	rt, err := gateway.Build(cfg, gateway.Options{Metrics: m, Keys: km})
+	opts := gateway.Options{Metrics: m, Keys: km}
+	if edit != nil {
+		edit(&opts)
+	}
+	rt, err := gateway.Build(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

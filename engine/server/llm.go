@@ -238,21 +238,11 @@ func (s *Server) convertBody(resp *provider.Response, x *pipeline.Exchange) ([]b
 		t, _ := translate.UsageFromBody(from, resp.Body)
 		return resp.Body, t, nil
 	}
-	switch {
-	case from == llm.AnthropicMessages && to == llm.OpenAIChat:
-		return translate.AnthropicResponseToChat(resp.Body, x.Model)
-	case from == llm.OpenAIChat && to == llm.AnthropicMessages:
-		return translate.ChatResponseToAnthropic(resp.Body, x.Model)
-	case from == llm.OpenAIChat && to == llm.OpenAICompletion:
-		return translate.ChatResponseToCompletion(resp.Body, x.Model)
-	case from == llm.AnthropicMessages && to == llm.OpenAICompletion:
-		chat, _, err := translate.AnthropicResponseToChat(resp.Body, x.Model)
-		if err != nil {
-			return nil, llm.Tokens{}, err
-		}
-		return translate.ChatResponseToCompletion(chat, x.Model)
+	body, t, err := translate.ConvertBody(from, to, resp.Body, x.Model)
+	if errors.Is(err, translate.ErrNoTranslation) {
+		return nil, t, errs.Internal("no translation from "+from.String()+" to "+to.String(), nil)
 	}
-	return nil, llm.Tokens{}, errs.Internal("no translation from "+from.String()+" to "+to.String(), nil)
+	return body, t, err
 }
 
 // newStreamTranslator returns the translator from the provider's stream

@@ -470,6 +470,10 @@ func parse(x *pipeline.Exchange) *errs.Error {
 			strip++
 		case "context_window_fallbacks", "mock_testing_fallbacks":
 			strip++
+		case "cache":
+			// LiteLLM's cache controls, for the cache stage.
+			x.CacheParams = []byte(v.Raw)
+			strip++
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
 			if v.Type == gjson.Number && v.Int() > 0 && (x.MaxTokens == 0 || int(v.Int()) < x.MaxTokens) {
 				x.MaxTokens = int(v.Int())
@@ -525,7 +529,7 @@ func parse(x *pipeline.Exchange) *errs.Error {
 }
 
 // gatewayKeys are request fields the gateway consumes and never forwards.
-var gatewayKeys = []string{"tags", "fallbacks", "num_retries", "context_window_fallbacks", "mock_testing_fallbacks"}
+var gatewayKeys = []string{"tags", "fallbacks", "num_retries", "context_window_fallbacks", "mock_testing_fallbacks", "cache"}
 
 func stripKeys(body []byte) []byte {
 	out := append([]byte(nil), body...)

@@ -84,7 +84,14 @@ func serve(args []string) int {
 		return 1
 	}
 	defer stk.close(log)
+	stages, err := openStages(cfg, log, metrics)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer stages.close()
 	opts := gateway.Options{Log: log, Metrics: metrics, Keys: stk.keys}
+	stages.apply(&opts)
 	rt, err := gateway.Build(cfg, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -138,6 +145,7 @@ func serve(args []string) int {
 					log.Info("reload skipped: running on the embedded default config")
 					continue
 				}
+				stages.reload(*cfgPath, log)
 				if _, err := holder.Reload(*cfgPath, opts); err != nil {
 					log.Error("reload failed; the previous configuration keeps serving", zap.Error(err))
 				} else {

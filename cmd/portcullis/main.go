@@ -3,6 +3,7 @@
 //	portcullis [--config FILE] [--port 4000] [--host 0.0.0.0]   serve (LiteLLM's flags)
 //	portcullis validate --config FILE                          check a config without serving
 //	portcullis mock-upstream [--port 9000]                     a fake OpenAI/Anthropic upstream for demos
+//	portcullis policy test [dir] | eval --input FILE           run Rego policy tests; evaluate a decision
 package main
 
 import (
@@ -36,6 +37,8 @@ func run(args []string) int {
 			return validate(args[1:])
 		case "mock-upstream":
 			return mockUpstream(args[1:])
+		case "policy":
+			return policyMain(args[1:])
 		case "version", "--version":
 			fmt.Println("portcullis", version)
 			return 0
@@ -99,6 +102,7 @@ func serve(args []string) int {
 	}
 	holder := gateway.NewHolder(rt)
 	est.h = holder
+	stages.holder = holder
 	defer holder.Close()
 	server.Version = version
 	so := server.Options{Holder: holder, Log: log.Named("access"), Metrics: metrics, Settings: cfg.Server, StrictSpend: cfg.Spend.Strict,
@@ -112,6 +116,7 @@ func serve(args []string) int {
 	if stk.admin != nil {
 		so.Admin = stk.admin.Handle
 	}
+	so.Ops = stages.ops()
 	srv := server.New(so)
 	addr := net.JoinHostPort(*host, strconv.Itoa(*port))
 	ln, err := net.Listen("tcp", addr)
@@ -188,7 +193,16 @@ func validate(args []string) int {
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
 	}
-	rt, err := gateway.Build(cfg, gateway.Options{Log: zap.NewNop()})
+	// The policies (and their own tests) load as they would when serving.
+	st, err := openStages(cfg, zap.NewNop(), telemetry.NewMetrics())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer st.close()
+	opts := gateway.Options{Log: zap.NewNop()}
+	st.apply(&opts)
+	rt, err := gateway.Build(cfg, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -1,22 +1,40 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/portcullis/portcullis/engine/cache"
+	"github.com/portcullis/portcullis/engine/policy"
 	"github.com/portcullis/portcullis/engine/config"
 	"github.com/portcullis/portcullis/engine/gateway"
 	"github.com/portcullis/portcullis/engine/telemetry"
 )
 
 // stages are the process-level pipeline stages that outlive snapshots:
-// the response cache (its entries survive a reload).
+// the policy engine (it reloads on its own, and each request is decided
+// by one revision) and the response cache (its entries survive a reload).
 type stages struct {
-	cache *cache.Cache
+	policy *policy.Engine
+	cache  *cache.Cache
+	// holder is set once the first snapshot exists (policies ask it which
+	// providers serve a model group).
+	holder *gateway.Holder
 }
 
 func openStages(cfg *config.Config, log *zap.Logger, m *telemetry.Metrics) (*stages, error) {
 	s := &stages{}
+	if cfg.Policy.Dir != "" || cfg.Policy.Bundle != "" {
+		eng, err := policy.New(cfg.Policy, policy.Options{Log: log.Named("policy"), Metrics: m.Registry, Providers: s.providers})
+		if err != nil {
+			return nil, err
+		}
+		s.policy = eng
+	}
 	// The cache is made even when disabled, so a reload can turn it on.
 	c, err := cache.New(cfg.Cache, cache.Options{Log: log})
 	if err != nil {
@@ -29,8 +47,50 @@ func openStages(cfg *config.Config, log *zap.Logger, m *telemetry.Metrics) (*sta
 	return s, nil
 }
 
+// providers are the providers serving a model group in the current
+// snapshot.
+func (s *stages) providers(group string) []string {
+	if s.holder == nil {
+		return nil
+	}
+	return s.holder.Current().Router.Providers(group)
+}
+
+// ops are the operator endpoints: policy status and reload.
+func (s *stages) ops() map[string]fasthttp.RequestHandler {
+	if s.policy == nil {
+		return nil
+	}
+	status := func(ctx *fasthttp.RequestCtx) {
+		b, _ := json.Marshal(s.policy.Status())
+		ctx.SetContentType("application/json")
+		ctx.SetBody(b)
+	}
+	return map[string]fasthttp.RequestHandler{
+		"/policy/status": status,
+		"/policy/reload": func(ctx *fasthttp.RequestCtx) {
+			if !ctx.IsPost() {
+				ctx.Response.Header.Set("Allow", "POST")
+				ctx.SetStatusCode(405)
+				ctx.SetBodyString(`{"error":{"message":"use POST","type":"invalid_request_error","code":"method_not_allowed"}}`)
+				return
+			}
+			c, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := s.policy.Reload(c); err != nil {
+				// The running revision stays; the reason is in the status.
+				ctx.SetStatusCode(422)
+			}
+			status(ctx)
+		},
+	}
+}
+
 // apply puts the stages into a snapshot's options.
 func (s *stages) apply(o *gateway.Options) {
+	if s.policy != nil {
+		o.Policy = s.policy.Middleware()
+	}
 	if s.cache != nil {
 		o.Cache = s.cache.Middleware()
 	}
@@ -40,6 +100,13 @@ func (s *stages) apply(o *gateway.Options) {
 // (before the snapshot is rebuilt); a file that does not load is reported
 // by the snapshot's own reload.
 func (s *stages) reload(path string, log *zap.Logger) {
+	if s.policy != nil {
+		c, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := s.policy.Reload(c); err != nil {
+			log.Error("policy reload refused; the running revision keeps deciding", zap.Error(err))
+		}
+		cancel()
+	}
 	cfg, err := config.LoadFile(path)
 	if err != nil {
 		return
@@ -52,6 +119,9 @@ func (s *stages) reload(path string, log *zap.Logger) {
 }
 
 func (s *stages) close() {
+	if s.policy != nil {
+		s.policy.Close()
+	}
 	if s.cache != nil {
 		s.cache.Close()
 	}

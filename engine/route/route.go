@@ -9,6 +9,7 @@
 package route
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -67,6 +68,8 @@ func (d *Deployment) hasTag(t string) bool {
 
 // Group is the deployments sharing one public model name.
 type Group struct {
+	// providers are the distinct providers of Deployments.
+	providers   []string
 	Name        string
 	Deployments []*Deployment
 	hasDefault  bool  // a deployment is tagged "default"
@@ -178,6 +181,9 @@ func New(deps []*Deployment, set Settings, log *zap.Logger, m *telemetry.Metrics
 		g.Deployments = append(g.Deployments, d)
 		if d.hasTag("default") {
 			g.hasDefault = true
+		}
+		if !slices.Contains(g.providers, d.ProviderName) {
+			g.providers = append(g.providers, d.ProviderName)
 		}
 	}
 	for name, g := range r.groups {
@@ -318,4 +324,15 @@ func (r *Router) HasDeployment(group, id string) bool {
 		}
 	}
 	return false
+}
+
+// Providers returns the distinct providers of a model group's deployments,
+// in configuration order (nil for an unknown group). The slice is shared:
+// callers must not modify it.
+func (r *Router) Providers(group string) []string {
+	g, ok := r.Group(group)
+	if !ok {
+		return nil
+	}
+	return g.providers
 }

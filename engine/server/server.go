@@ -73,6 +73,9 @@ type Options struct {
 	StorePrompts bool
 	// Admin serves the admin API (/key, /team, /user, /spend...); nil: 404.
 	Admin fasthttp.RequestHandler
+	// Ops are operator endpoints by exact path (/policy/reload ...), served
+	// only to callers with the master key (to anyone when none is set).
+	Ops map[string]fasthttp.RequestHandler
 	// Keys validates virtual keys on /v1/models; nil: master key only.
 	Keys KeyChecker
 }
@@ -95,6 +98,7 @@ type Server struct {
 	strict   bool
 	prompts  bool
 	admin    fasthttp.RequestHandler
+	ops      map[string]fasthttp.RequestHandler
 	keys     KeyChecker
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -129,7 +133,7 @@ func New(o Options) *Server {
 	_, _ = rand.Read(rnd[:])
 	s := &Server{
 		holder: o.Holder, log: o.Log, metrics: o.Metrics, settings: st,
-		spend: o.Spend, strict: o.StrictSpend, prompts: o.StorePrompts, admin: o.Admin, keys: o.Keys,
+		spend: o.Spend, strict: o.StrictSpend, prompts: o.StorePrompts, admin: o.Admin, keys: o.Keys, ops: o.Ops,
 		idPrefix: "req-" + hex.EncodeToString(rnd[:]) + "-",
 		promh:    fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{})),
 	}
@@ -278,9 +282,27 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 		}
 		s.admin(ctx)
 	default:
+		if h := s.ops[string(ctx.Path())]; h != nil {
+			s.serveOps(ctx, h)
+			return
+		}
 		e := errs.New(404, errs.CodeNotFound, "Unknown route "+string(ctx.Method())+" "+string(ctx.Path()))
 		writeError(ctx, llm.OpenAIChat, e)
 	}
+}
+
+// serveOps runs an operator endpoint for a caller holding the master key.
+func (s *Server) serveOps(ctx *fasthttp.RequestCtx, h fasthttp.RequestHandler) {
+	rt := s.holder.Acquire()
+	m := rt.Master
+	rt.Release()
+	if m != nil {
+		if e := m.Check(&ctx.Request.Header); e != nil {
+			writeError(ctx, llm.OpenAIChat, e)
+			return
+		}
+	}
+	h(ctx)
 }
 
 func (s *Server) methodNotAllowed(ctx *fasthttp.RequestCtx, d llm.Dialect, allow string) {

@@ -141,6 +141,7 @@ func TestE2E(t *testing.T) {
 	}
 	plain := startGateway(t, bin, "litellm", writeFile(t, dir, "litellm.yaml", litellmConfig), env)
 	full := startGateway(t, bin, "extended", writeFile(t, dir, "extended.yaml", extendedConfig()), env)
+	guarded := startGateway(t, bin, "guarded", writeFile(t, dir, "guarded.yaml", guardedConfig(policyDirFor(t, root, dir))), env)
 	if n := gjson.Get(plain.ready, "models").Int(); n != 3 {
 		t.Errorf("the LiteLLM config serves %d models, want 3 (readiness: %s)", n, plain.ready)
 	}
@@ -154,6 +155,30 @@ func TestE2E(t *testing.T) {
 			t.Parallel()
 			runNode(t, node, nodeDir, full.url, masterKey, "openai.test.mjs", "anthropic.test.mjs", "keys.test.mjs")
 		})
+		t.Run("policies-cache", func(t *testing.T) {
+			t.Parallel()
+			runNode(t, node, nodeDir, guarded.url, masterKey, "guard.test.mjs")
+		})
+	})
+
+	t.Run("policy-mutations-upstream", func(t *testing.T) {
+		// The interns' max_tokens cap reached the upstream; the redacted
+		// address never did.
+		var capped bool
+		for _, r := range up.Requests() {
+			if bytes.Contains(r.Body, []byte("jane.doe@example.com")) {
+				t.Errorf("the upstream received the e-mail address: %s", r.Body)
+			}
+			if bytes.Contains(r.Body, []byte("cap-marker-1234")) {
+				capped = true
+				if n := gjson.GetBytes(r.Body, "max_tokens").Int(); n != 64 {
+					t.Errorf("max_tokens upstream %d, want the policy's cap 64: %s", n, r.Body)
+				}
+			}
+		}
+		if !capped {
+			t.Error("the capped request never reached the upstream")
+		}
 	})
 
 	t.Run("upstream", func(t *testing.T) { checkUpstream(t, up.Requests()) })
@@ -173,6 +198,7 @@ func TestE2E(t *testing.T) {
 			t.Fatal("the in-flight stream did not start within 10s")
 		}
 		full.stop(t)
+		guarded.stop(t)
 		if err := <-drained; err != nil {
 			t.Errorf("a stream in flight at SIGTERM did not finish cleanly: %v", err)
 		}

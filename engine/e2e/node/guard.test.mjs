@@ -90,3 +90,17 @@ describe('cache', { skip: !hasKey && 'the gateway has no master key' }, () => {
     assert.equal(other.response.headers.get('x-cache'), 'MISS');
   });
 });
+
+describe('policy operations', { skip: !hasKey && 'the gateway has no master key' }, () => {
+  test('reload and status need the master key', async () => {
+    let res = await fetch(URL + '/policy/reload', { method: 'POST' });
+    assert.equal(res.status, 401);
+    res = await fetch(URL + '/policy/reload', { method: 'POST', headers: { Authorization: 'Bearer ' + KEY } });
+    assert.equal(res.status, 200, await res.clone().text());
+    const st = await res.json();
+    assert.match(st.revision, /^[0-9a-f]{12}$/);
+    assert.equal(st.last_error ?? '', '');
+    res = await fetch(URL + '/policy/status', { headers: { Authorization: 'Bearer ' + KEY } });
+    assert.equal((await res.json()).revision, st.revision);
+  });
+});

@@ -11,6 +11,8 @@
 //	delay-<ms>      wait before the first byte
 //	gap-<ms>        wait between stream chunks
 //	cut-<n>         drop the connection after n chunks, without a terminal event
+//	split-<n>       stream the reply itself in pieces of n bytes (so a word
+//	                or an address spans chunks), then the usual chunks
 //	usagedetail     report cached and reasoning tokens (OpenAI: prompt 1000 with
 //	                400 cached, completion 500 with 200 reasoning; Anthropic:
 //	                input 100, cache read 1000, cache write 500, output 50)
@@ -28,6 +30,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
@@ -184,6 +187,7 @@ type behaviour struct {
 	delay  time.Duration
 	gap    time.Duration
 	cut    int
+	split  int
 }
 
 func parseBehaviour(model string) behaviour {
@@ -205,6 +209,8 @@ func parseBehaviour(model string) behaviour {
 			b.gap = time.Duration(n) * time.Millisecond
 		case "cut":
 			b.cut = n
+		case "split":
+			b.split = n
 		}
 	}
 	return b
@@ -265,6 +271,27 @@ func lastUser(body []byte) string {
 		return sb.String()
 	}
 	return ""
+}
+
+// pieces is the streamed reply: the text in split-byte pieces when asked
+// (rune boundaries kept), then filler words up to the chunk count.
+func (b behaviour) pieces(text string) []string {
+	if b.split <= 0 {
+		return pieces(text, b.chunks)
+	}
+	var out []string
+	for len(text) > 0 {
+		n := min(b.split, len(text))
+		for n < len(text) && !utf8.RuneStart(text[n]) {
+			n++
+		}
+		out = append(out, text[:n])
+		text = text[n:]
+	}
+	for i := len(out); i < b.chunks; i++ {
+		out = append(out, " w"+strconv.Itoa(i))
+	}
+	return out
 }
 
 // words splits the reply into n chunks.
@@ -360,7 +387,7 @@ func (s *Server) openaiChat(ctx *fasthttp.RequestCtx) {
 			chunk(map[string]any{"tool_calls": []any{map[string]any{"index": 0, "function": map[string]any{"arguments": `"Paris"}`}}}}, nil)
 			finish = "tool_calls"
 		} else {
-			for i, p := range pieces(reply, b.chunks) {
+			for i, p := range b.pieces(reply) {
 				if i == b.cut {
 					return // connection ends without [DONE]
 				}
@@ -508,7 +535,7 @@ func (s *Server) anthropic(ctx *fasthttp.RequestCtx) {
 			ev("content_block_start", map[string]any{"type": "content_block_start", "index": 0,
 				"content_block": map[string]any{"type": "text", "text": ""}})
 			ev("ping", map[string]any{"type": "ping"})
-			for i, p := range pieces(reply, b.chunks) {
+			for i, p := range b.pieces(reply) {
 				if i == b.cut {
 					return
 				}

@@ -4,6 +4,7 @@
 //	portcullis validate --config FILE                          check a config without serving
 //	portcullis mock-upstream [--port 9000]                     a fake OpenAI/Anthropic upstream for demos
 //	portcullis policy test [dir] | eval --input FILE           run Rego policy tests; evaluate a decision
+//	portcullis plugin test --module X.wasm --input FILE | inspect   run a Wasm plugin hook in the real host
 package main
 
 import (
@@ -39,6 +40,8 @@ func run(args []string) int {
 			return mockUpstream(args[1:])
 		case "policy":
 			return policyMain(args[1:])
+		case "plugin":
+			return pluginMain(args[1:])
 		case "version", "--version":
 			fmt.Println("portcullis", version)
 			return 0

@@ -3,16 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/portcullis/portcullis/engine/cache"
-	"github.com/portcullis/portcullis/engine/policy"
 	"github.com/portcullis/portcullis/engine/config"
 	"github.com/portcullis/portcullis/engine/gateway"
+	"github.com/portcullis/portcullis/engine/pipeline"
+	"github.com/portcullis/portcullis/engine/policy"
+	"github.com/portcullis/portcullis/engine/route"
 	"github.com/portcullis/portcullis/engine/telemetry"
+	"github.com/portcullis/portcullis/engine/wasm"
 )
 
 // stages are the process-level pipeline stages that outlive snapshots:
@@ -21,13 +25,17 @@ import (
 type stages struct {
 	policy *policy.Engine
 	cache  *cache.Cache
+	// wasm are the plugin metrics (process-level); the plugins themselves
+	// are compiled with each snapshot.
+	wasm *wasm.Metrics
+	log  *zap.Logger
 	// holder is set once the first snapshot exists (policies ask it which
 	// providers serve a model group).
 	holder *gateway.Holder
 }
 
 func openStages(cfg *config.Config, log *zap.Logger, m *telemetry.Metrics) (*stages, error) {
-	s := &stages{}
+	s := &stages{wasm: wasm.NewMetrics(m.Registry), log: log}
 	if cfg.Policy.Dir != "" || cfg.Policy.Bundle != "" {
 		eng, err := policy.New(cfg.Policy, policy.Options{Log: log.Named("policy"), Metrics: m.Registry, Providers: s.providers})
 		if err != nil {
@@ -86,8 +94,24 @@ func (s *stages) ops() map[string]fasthttp.RequestHandler {
 	}
 }
 
+// plugins compiles a snapshot's Wasm plugins (module paths relative to
+// the config file); they are closed when the snapshot is retired.
+func (s *stages) plugins(cfg *config.Config, r *route.Router) (pipeline.Middleware, func(), error) {
+	base := "."
+	if cfg.Source != "" && cfg.Source != "embedded" {
+		base = filepath.Dir(cfg.Source)
+	}
+	st, err := wasm.Build(cfg.Plugins, wasm.Options{Log: s.log.Named("plugins"), Router: r, CacheDir: cfg.Wasm.CacheDir,
+		Metrics: s.wasm, BaseDir: base, Source: cfg.Source})
+	if err != nil {
+		return nil, nil, err
+	}
+	return st.Middleware(), st.Close, nil
+}
+
 // apply puts the stages into a snapshot's options.
 func (s *stages) apply(o *gateway.Options) {
+	o.Plugins = s.plugins
 	if s.policy != nil {
 		o.Policy = s.policy.Middleware()
 	}

@@ -82,7 +82,11 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 	}
 	x.Tokens = tokens
 	x.Status = 200
-	ctx.SetStatusCode(200)
+	if resp.Status >= 200 && resp.Status < 300 {
+		// A plugin's "respond" may answer with another 2xx.
+		x.Status = resp.Status
+	}
+	ctx.SetStatusCode(x.Status)
 	ctx.SetContentType("application/json")
 	// The body may alias the upstream response buffer, released with the
 	// exchange, so it is copied into the client response here.

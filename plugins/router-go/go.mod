@@ -1,0 +1,15 @@
+module github.com/portcullis/portcullis/plugins/router-go
+
+go 1.24
+
+require (
+	github.com/portcullis/portcullis/sdk/go v0.0.0
+	github.com/tidwall/gjson v1.20.2
+)
+
+require (
+	github.com/tidwall/match v1.1.1 // indirect
+	github.com/tidwall/pretty v1.3.0 // indirect
+)
+
+replace github.com/portcullis/portcullis/sdk/go => ../../sdk/go

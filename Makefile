@@ -21,7 +21,14 @@ FUZZ_TARGETS := \
 	./engine/translate:FuzzAnthropicStream \
 	./engine/config:FuzzParse
 
-.PHONY: all build run test unit race fuzz e2e e2e-deps bench bench-full vet clean
+# Guest toolchains for the Wasm plugin SDKs (clang + wasi-libc, Debian's
+# rustc for wasm, the AssemblyScript compiler): `make toolchains`.
+include sdk/toolchains.mk
+
+# The first-party plugins, built into plugins/<name>/<name>.wasm.
+PLUGINS := pii-redact router-go router-rust prompt-guard
+
+.PHONY: all build run test unit race fuzz e2e e2e-deps bench bench-full vet clean plugins sdk-test
 
 all: build
 
@@ -31,13 +38,25 @@ build:
 run: build
 	./$(BIN) --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
-test: vet unit race fuzz e2e
+test: toolchains vet unit sdk-test race fuzz e2e
+
+# Every plugin, with its SDK's toolchain.
+plugins: toolchains
+	@set -e; for p in $(PLUGINS); do echo "plugin $$p"; sh plugins/$$p/build.sh; done
+
+# The guest SDKs' own tests (separate Go module, Rust, AssemblyScript).
+sdk-test: toolchains
+	cd sdk/go && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd plugins/router-go && $(GO) vet ./...
+	$(MAKE) --no-print-directory sdk-rust-test sdk-assemblyscript-test
 
 vet:
 	$(GO) vet ./...
 
+# plugins/ builds every plugin and runs it in the real host; with the
+# toolchains installed above, a missing one is a failure, not a skip.
 unit:
-	$(GO) test -count=1 ./...
+	PORTCULLIS_REQUIRE_TOOLCHAINS=1 $(GO) test -count=1 ./...
 
 # The packages with concurrency on the request path, under the race detector.
 race:

@@ -126,6 +126,10 @@ func module(t testing.TB, name string) string {
 		t.Fatal(msg)
 	}
 	if why, ok := skip[name]; ok {
+		if os.Getenv("PORTCULLIS_REQUIRE_TOOLCHAINS") != "" {
+			// make test installs every toolchain first: missing is a failure.
+			t.Fatalf("%s not built: %s", name, why)
+		}
 		t.Skipf("%s not built: %s", name, why)
 	}
 	return modules[name]
@@ -579,6 +583,9 @@ func TestSDKExamples(t *testing.T) {
 	dir := t.TempDir()
 	t.Run("c", func(t *testing.T) {
 		if why := missingToolchain("pii-redact"); why != "" {
+			if os.Getenv("PORTCULLIS_REQUIRE_TOOLCHAINS") != "" {
+				t.Fatal(why)
+			}
 			t.Skip(why)
 		}
 		out := filepath.Join(dir, "guard.wasm")

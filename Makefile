@@ -72,7 +72,7 @@ fuzz:
 e2e-deps:
 	cd $(E2E_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
-e2e: build e2e-deps
+e2e: build e2e-deps plugins
 	$(GO) test -count=1 -tags e2e ./engine/e2e/...
 
 # Load benchmark (bench/README.md): direct, bare hop and Portcullis in one

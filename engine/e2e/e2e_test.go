@@ -141,7 +141,7 @@ func TestE2E(t *testing.T) {
 	}
 	plain := startGateway(t, bin, "litellm", writeFile(t, dir, "litellm.yaml", litellmConfig), env)
 	full := startGateway(t, bin, "extended", writeFile(t, dir, "extended.yaml", extendedConfig()), env)
-	guarded := startGateway(t, bin, "guarded", writeFile(t, dir, "guarded.yaml", guardedConfig(policyDirFor(t, root, dir))), env)
+	guarded := startGateway(t, bin, "guarded", writeFile(t, dir, "guarded.yaml", guardedConfig(policyDirFor(t, root, dir), root)), env)
 	if n := gjson.Get(plain.ready, "models").Int(); n != 3 {
 		t.Errorf("the LiteLLM config serves %d models, want 3 (readiness: %s)", n, plain.ready)
 	}
@@ -178,6 +178,19 @@ func TestE2E(t *testing.T) {
 		}
 		if !capped {
 			t.Error("the capped request never reached the upstream")
+		}
+		// The routing plugin: short prompts went to the small model, long
+		// ones to the large one.
+		routed := map[string]string{}
+		for _, r := range up.Requests() {
+			for _, m := range []string{"route-short-1", "route-long-1"} {
+				if bytes.Contains(r.Body, []byte(m)) {
+					routed[m] = gjson.GetBytes(r.Body, "model").String()
+				}
+			}
+		}
+		if routed["route-short-1"] != "gpt-4o-mini" || routed["route-long-1"] != "gpt-4o" {
+			t.Errorf("routing plugin: upstream models %v, want short -> gpt-4o-mini, long -> gpt-4o", routed)
 		}
 	})
 

@@ -11,7 +11,7 @@ import (
 
 // guardedConfig serves two models with the shipped Rego policies (and the
 // test's data), the response cache and a master key for virtual keys.
-func guardedConfig(policyDir string) string {
+func guardedConfig(policyDir, root string) string {
 	return `model_list:
   - model_name: gpt-4o
     litellm_params:
@@ -20,6 +20,12 @@ func guardedConfig(policyDir string) string {
   - model_name: gpt-4o-mini
     litellm_params:
       model: openai/gpt-4o-mini
+      api_key: os.environ/OPENAI_API_KEY
+  # The fake upstream streams this model's reply in 4-byte pieces, so an
+  # address in it always spans events.
+  - model_name: chatty
+    litellm_params:
+      model: openai/gpt-4o-split-4
       api_key: os.environ/OPENAI_API_KEY
 litellm_settings:
   cache: true
@@ -31,6 +37,23 @@ general_settings:
 portcullis:
   policy:
     dir: ` + policyDir + `
+  plugins:
+    # Requests for "auto" are routed by prompt length (the Rust router;
+    # plugins/ tests show the Go one decides the same).
+    - name: router
+      module: ` + filepath.Join(root, "plugins", "router-rust", "router-rust.wasm") + `
+      apply: {models: [auto]}
+      failure_policy: fail_closed
+      config:
+        rules:
+          - {max_prompt_chars: 200, model: gpt-4o-mini}
+          - {min_prompt_chars: 201, model: gpt-4o}
+    # Answers of "chatty" are redacted as they stream (the prompt is not:
+    # only the response hooks run).
+    - name: pii-redact
+      module: ` + filepath.Join(root, "plugins", "pii-redact", "pii-redact.wasm") + `
+      hooks: [on_response, on_stream_event, on_stream_end]
+      apply: {models: [chatty]}
 `
 }
 

@@ -104,3 +104,38 @@ describe('policy operations', { skip: !hasKey && 'the gateway has no master key'
     assert.equal((await res.json()).revision, st.revision);
   });
 });
+
+describe('plugins', { skip: !hasKey && 'the gateway has no master key' }, () => {
+  test('an e-mail address split across stream chunks arrives redacted', async () => {
+    const c = openai({ apiKey: await keyFor('streamers') });
+    const stream = await c.chat.completions.create({
+      model: 'chatty', stream: true,
+      messages: [{ role: 'user', content: 'mail john.doe@example.com or call me' }],
+    });
+    let text = '', chunks = 0;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? '';
+      chunks++;
+    }
+    assert.ok(chunks > 10, `the answer came in ${chunks} chunks`);
+    assert.doesNotMatch(text, /john\.doe|example\.com/);
+    assert.match(text, /mail \S*EMAIL\S* or call me/);
+    // Not streamed: the same redaction on the whole body.
+    const r = await c.chat.completions.create({
+      model: 'chatty', messages: [{ role: 'user', content: 'write to jane@example.org now' }],
+    });
+    assert.doesNotMatch(r.choices[0].message.content, /jane@example\.org/);
+  });
+
+  test('a routing plugin sends short prompts to the small model and long ones to the large', async () => {
+    const c = openai({ apiKey: await keyFor('routers') });
+    const short = await c.chat.completions.create({
+      model: 'auto', messages: [{ role: 'user', content: 'route-short-1 hi' }],
+    }).withResponse();
+    assert.match(short.data.choices[0].message.content, /route-short-1/);
+    const long = await c.chat.completions.create({
+      model: 'auto', messages: [{ role: 'user', content: 'route-long-1 ' + 'lorem ipsum '.repeat(40) }],
+    });
+    assert.match(long.choices[0].message.content, /route-long-1/);
+  });
+});

@@ -103,7 +103,7 @@ func TestGatewayConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.General.MasterKey != benchMaster || c.Auth.KeyCacheSize != 1000000 || c.Log.Level != "warn" || len(c.Models) != 2 ||
+	if c.General.MasterKey != benchMaster || c.Auth.KeyCacheSize != 1000000 || c.Log.Level != "warn" || len(c.Models) != 3 ||
 		c.Models[0].InputCostPerToken == 0 || c.Models[0].APIBase != "http://127.0.0.1:9/v1" || len(c.Warnings) != 0 {
 		t.Fatalf("%+v", c)
 	}

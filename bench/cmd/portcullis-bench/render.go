@@ -8,6 +8,7 @@ import (
 
 	"github.com/portcullis/portcullis/bench/internal/hist"
 	"github.com/portcullis/portcullis/bench/internal/report"
+	"github.com/portcullis/portcullis/bench/internal/upstream"
 )
 
 // us formats nanoseconds.
@@ -96,7 +97,7 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 	var body strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&body, format, args...) }
 	var maxBG, maxSteal float64
-	for _, ss := range [][]*side{r.pass, r.tput, r.stream, r.keys} {
+	for _, ss := range [][]*side{r.pass, r.tput, r.cache, r.stream, r.keys} {
 		for _, x := range ss {
 			maxBG, maxSteal = max(maxBG, x.bg), max(maxSteal, x.steal)
 		}
@@ -123,7 +124,7 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 			m.ptRate, m.ptConns, m.rounds, m.ptDur, m.warmup)
 		w("| path | p50 | p90 | p99 | p99.9 | added p50 | added p99 | CPU/req (own process) | upstream CPU/req | RSS after | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range r.pass {
-			if x.t.key == "pcfull" {
+			if x.t.key == "pcfull" || x.t.key == "pcfullu" {
 				continue
 			}
 			a50, a99 := "—", "—"
@@ -161,6 +162,7 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 	}
 
 	checks = append(checks, renderPipeline(&body, m, r, met)...)
+	checks = append(checks, renderCache(&body, b, r, met)...)
 
 	// (c) streaming
 	if len(r.stream) > 0 {
@@ -319,18 +321,26 @@ func renderPipeline(body *strings.Builder, m mode, r *results, met report.Metric
 	w := func(format string, args ...any) { fmt.Fprintf(body, format, args...) }
 	var checks []check
 	w("## (b) Full pipeline\n\n")
-	w("A gateway with `general_settings.master_key` and one virtual key created through `POST /key/generate` (`max_budget` 1,000,000 USD, `rpm_limit` 10^8, `tpm_limit` 10^9: every check runs, none refuses); every request carries the key. What has landed of the pipeline so far: virtual-key authentication through the ristretto cache, budget reserve and settle, rpm/tpm limits, and the spend record written by the batched SQLite writer. **Not yet included: Rego policies and Wasm plugins** (not landed); this scenario will cover them once they are. Measured in the same rounds as (a) and as the throughput run, the paths taking turns; `portcullis` is (a)'s gateway (no master key: none of these stages but the spend record).\n\n")
+	w("A gateway with `general_settings.master_key`, the shipped Rego policies (`portcullis.policy.dir`) and one Wasm plugin (`portcullis.plugins`). Before measuring, the driver creates team `%s` (`POST /team/new`) and one virtual key in it (`POST /key/generate`: `max_budget` 1,000,000 USD, `rpm_limit` 10^8, `tpm_limit` 10^9: every check runs, none refuses); every request carries the key. Every request goes through:\n\n", pipelineTeam)
+	w("- virtual-key authentication (the ristretto key cache), budget reserve and settle, rpm/tpm limits;\n")
+	w("- the Rego decision of `policies/gateway/*.rego` (copied with their `*_test.rego`, which the gateway runs when it loads them) with a `data.json` of: team access for the key's team (models `gpt-4o*`, `bench*`; providers `openai`) among %s teams, %d content rules (secrets, prompt injection, personal data, topics: none matches the prompt) and PII actions (email redact, phone flag, card and secrets deny). The request is allowed. Each request's user message carries its own number, so the content rules and PII patterns scan a text they have not seen (the policy engine caches match results per text: the system message, the same in every request, hits that cache, as earlier messages of a conversation do);\n", thousands(otherTeams+1), len(contentRules))
+	w("- the `pii-redact` plugin (C, Wasm) on `on_request` with `trusted: true` (a first-party plugin, run without the per-loop deadline checks; `fail_closed`): it scans every message and, for this prompt, changes nothing;\n")
+	w("- the spend record, written by the batched SQLite writer. Audit records are written for admin calls only (here the team and the key), none per request.\n\n")
+	w("Measured in the same rounds as (a) and as the throughput run, the paths taking turns; `portcullis` is (a)'s gateway (no master key, no policies, no plugin: none of these stages but the spend record). `portcullis full pipeline (plugin untrusted)`, when measured, is the same gateway with the plugin's default `trusted: false` (wazero checks the deadline at every loop iteration), at the fixed rate only.\n\n")
 	if pf != nil {
 		pd, pb := find(r.pass, "direct"), find(r.pass, "bare")
 		add := func(x *side, p float64) float64 { return q(x.res.Latency, p) - q(pd.res.Latency, p) }
-		met["pipeline.added_p50_us"], met["pipeline.added_p99_us"] = add(pf, .5), add(pf, .99)
-		met["pipeline.cpu_us_per_req"] = pf.cpuPerReq()
+		met["fullpipeline.added_p50_us"], met["fullpipeline.added_p99_us"] = add(pf, .5), add(pf, .99)
+		met["fullpipeline.cpu_us_per_req"] = pf.cpuPerReq()
+		if pu := find(r.pass, "pcfullu"); pu != nil {
+			met["fullpipeline.untrusted_added_p50_us"], met["fullpipeline.untrusted_cpu_us_per_req"] = add(pu, .5), pu.cpuPerReq()
+		}
 		checks = append(checks, check{fmt.Sprintf("full pipeline added latency p50 ≤ 3 × bare hop's (at %.0f req/s)", m.ptRate),
 			fmt.Sprintf("%s vs %s (%.2f×)", signed(add(pf, .5)), signed(add(pb, .5)), add(pf, .5)/add(pb, .5)),
 			fmt.Sprintf("≤ %s", signed(3*add(pb, .5))), add(pf, .5) <= 3*add(pb, .5)})
 		w("### At %.0f req/s, open loop\n\n%d connections, %d rounds of %v (each after %v of warm-up) per path. Latency is from the intended send time.\n\n", m.ptRate, m.ptConns, m.rounds, m.ptDur, m.warmup)
 		w("| path | p50 | p99 | p99.9 | added p50 | added p99 | added p50 vs bare hop | CPU/req (own process) | vs bare hop | RSS after | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
-		for _, x := range pick(r.pass, "direct", "bare", "pc", "pcfull") {
+		for _, x := range pick(r.pass, "direct", "bare", "pc", "pcfull", "pcfullu") {
 			a50, a99, ra, rc := "—", "—", "—", "—"
 			if x != pd {
 				a50, a99 = signed(add(x, .5)), signed(add(x, .99))
@@ -341,11 +351,16 @@ func renderPipeline(body *strings.Builder, m mode, r *results, met report.Metric
 			w("| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s |\n", x.t.name, us(l.Quantile(.5)), us(l.Quantile(.99)), us(l.Quantile(.999)),
 				a50, a99, ra, usf(x.cpuPerReq()), x.t.procLabel, rc, mib(x.mem.RSS), errCell(x.res.Errors, x.res.FirstErr))
 		}
-		w("\n%s\n\n%s\n\n", lagNote(pick(r.pass, "direct", "bare", "pcfull")), loadNote(pick(r.pass, "direct", "bare", "pcfull")))
+		w("\n%s\n\n%s\n\n", lagNote(pick(r.pass, "direct", "bare", "pcfull", "pcfullu")), loadNote(pick(r.pass, "direct", "bare", "pcfull", "pcfullu")))
+		for _, x := range pick(r.pass, "pcfull", "pcfullu") {
+			if n := stageNote(x.t.name, r.scraped[x.t.key]); n != "" {
+				w("%s\n\n", n)
+			}
+		}
 	}
 	if tf != nil {
 		tb := find(r.tput, "bare")
-		met["pipeline.rps"], met["pipeline.tput_cpu_us_per_req"] = tf.res.Throughput(), tf.cpuPerReq()
+		met["fullpipeline.rps"], met["fullpipeline.tput_cpu_us_per_req"] = tf.res.Throughput(), tf.cpuPerReq()
 		checks = append(checks, check{fmt.Sprintf("full pipeline max throughput (closed loop, %d connections) ≥ 0.3 × bare hop's", m.tpConns),
 			fmt.Sprintf("%.0f vs %.0f req/s (%.2f×)", tf.res.Throughput(), tb.res.Throughput(), tf.res.Throughput()/tb.res.Throughput()),
 			fmt.Sprintf("≥ %.0f req/s", 0.3*tb.res.Throughput()), tf.res.Throughput() >= 0.3*tb.res.Throughput()})
@@ -452,4 +467,52 @@ func size(b int64) string {
 		return fmt.Sprintf("%.0f KiB", float64(b)/1024)
 	}
 	return mib(b)
+}
+
+// renderCache writes (d): the same deterministic request answered from the
+// gateway's response cache, against direct, the bare hop and the
+// pass-through gateway (which call the upstream for it).
+func renderCache(body *strings.Builder, b *bench, r *results, met report.Metrics) []check {
+	cc := find(r.cache, "pccache")
+	cd := find(r.cache, "direct")
+	if cc == nil || cd == nil {
+		return nil
+	}
+	m := b.m
+	w := func(format string, args ...any) { fmt.Fprintf(body, format, args...) }
+	add := func(x *side, p float64) float64 { return q(x.res.Latency, p) - q(cd.res.Latency, p) }
+	met["cache.added_p50_us"], met["cache.added_p99_us"] = add(cc, .5), add(cc, .99)
+	met["cache.cpu_us_per_req"] = cc.cpuPerReq()
+	hits := cacheHits(cc, r.cacheCalls["pccache"])
+	checks := []check{{"(d) cache hit: every measured request answered from the cache (validity of (d))",
+		fmt.Sprintf("%d of %d with `x-cache: HIT`; the upstream served %d requests during its rounds", cc.res.Matched, cc.res.OK, r.cacheCalls["pccache"]),
+		"all, 0 upstream requests, no error", hits}}
+	w("## (d) Cache hit\n\n")
+	w("`portcullis cache hit` is (a)'s gateway (no master key) with `litellm_settings: {cache: true}` (the in-memory response cache, default settings: only deterministic requests are cached). Every request of the scenario is the same chat request with `\"temperature\": 0` to a deployment whose upstream answers %s of JSON (the fake upstream's `/large/` answer; direct gets the same answer from it, and `portcullis` is (a)'s gateway, which has no cache and calls the upstream for every request; the bare hop is not measured here, to keep `make bench` under 3 minutes: (a) relates the gateway to it). Before measuring, the driver sent it twice to the cache gateway: the first got `x-cache: MISS` and was stored, the second `x-cache: HIT` with the same %d-byte body and no upstream request. Every measured response of the cache gateway is checked for `x-cache: HIT`, and the fake upstream counts the requests it serves during each path's rounds: a hit never reaches it, so *added* latency can be negative.\n\n",
+		size(int64(len(upstream.LargeCompletionBody))), b.cacheBytes)
+	w("%.0f req/s, %d connections, %d rounds of %v (each after %v of warm-up) per path, the paths taking turns. Latency is from the intended send time.\n\n", m.ptRate, m.ptConns, m.rounds, m.ptDur, m.warmup)
+	if !hits {
+		w("**The cache did not answer every request: this table does not measure cache hits** (see the targets).\n\n")
+	}
+	w("| path | p50 | p90 | p99 | p99.9 | added p50 | added p99 | CPU/req (own process) | upstream CPU/req | upstream requests | `x-cache: HIT` | RSS after | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, x := range r.cache {
+		a50, a99 := "—", "—"
+		if x != cd {
+			a50, a99 = signed(add(x, .5)), signed(add(x, .99))
+		}
+		l := x.res.Latency
+		w("| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %d | %d / %d | %s | %s |\n", x.t.name, us(l.Quantile(.5)), us(l.Quantile(.9)), us(l.Quantile(.99)), us(l.Quantile(.999)),
+			a50, a99, usf(x.cpuPerReq()), x.t.procLabel, usf(x.upCPUPerReq()), r.cacheCalls[x.t.key], x.res.Matched, x.res.OK, mib(x.mem.RSS), errCell(x.res.Errors, x.res.FirstErr))
+	}
+	if sm := r.scraped["pccache"]; sm != nil {
+		w("\nThe cache gateway's `/metrics` after the run (probes and warm-ups included): %.0f hits, %.0f misses, %.0f stores.\n",
+			sumMetric(sm, "portcullis_cache_hits_total"), sumMetric(sm, "portcullis_cache_misses_total"), sumMetric(sm, "portcullis_cache_stores_total"))
+	}
+	if cp := find(r.cache, "pc"); cp != nil {
+		w("\nAgainst the pass-through gateway calling the upstream for the same request: p50 %s vs %s, p99 %s vs %s, gateway CPU per request %s vs %s (%.2f×). *Upstream requests* counts the warm-up too.\n",
+			us(cc.res.Latency.Quantile(.5)), us(cp.res.Latency.Quantile(.5)), us(cc.res.Latency.Quantile(.99)), us(cp.res.Latency.Quantile(.99)),
+			usf(cc.cpuPerReq()), usf(cp.cpuPerReq()), cc.cpuPerReq()/cp.cpuPerReq())
+	}
+	w("\n%s\n\n%s\n\n", lagNote(r.cache), loadNote(r.cache))
+	return checks
 }

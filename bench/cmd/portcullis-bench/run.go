@@ -56,6 +56,10 @@ type mode struct {
 	keySizes      []int
 	kfRate        float64
 	keysByDefault bool
+	// untrusted: (b) also measures its gateway with the plugin untrusted
+	// (the default), at the fixed rate only (full mode, or -only with
+	// pipeline: it does not fit in make bench's 3 minutes)
+	untrusted bool
 	// the whole run stops by itself after this
 	maxRuntime time.Duration
 }
@@ -74,7 +78,7 @@ var modes = map[string]mode{
 		tpConns: 64, tpWarm: time.Second, tpDur: 3 * time.Second,
 		stRate: 100, stDur: 5 * time.Second, stConns: 128, chunks: 50, gap: 5 * time.Millisecond,
 		idleN: 10000, idleRamp: 2000, idleHold: 10 * time.Second,
-		keySizes: []int{1000, 100000, 1000000}, kfRate: 1000, keysByDefault: true,
+		keySizes: []int{1000, 100000, 1000000}, kfRate: 1000, keysByDefault: true, untrusted: true,
 		maxRuntime: 30 * time.Minute,
 	},
 }
@@ -88,6 +92,9 @@ type target struct {
 	procLabel string
 	// header lines sent with every request (the virtual key)
 	header []string
+	// vary: each request of (a)'s rounds and of the throughput run carries
+	// its own number in the prompt ((b): see variedRequest)
+	vary bool
 	// (f): the gateway has keys virtual keys in its database; see keyset
 	ks *keyset
 }
@@ -100,8 +107,15 @@ type bench struct {
 	bare   *target
 	pc     *target
 	pcWarn *target
-	// (b) the gateway with a master key, driven with one virtual key
-	pcFull *target
+	// (b) the gateway with a master key, policies and a plugin, driven
+	// with one virtual key; pcFullU is the same with the plugin untrusted
+	pcFull, pcFullU *target
+	// (d) the pass-through gateway with the response cache on
+	pcCache *target
+	// (b)'s policies (copied) and plugin module
+	policySrc, plugin string
+	// cacheBytes is the size of (d)'s answer from the cache
+	cacheBytes int
 	// (f) one gateway per size of the key table
 	keyTargets []*target
 	streams    int
@@ -125,12 +139,14 @@ func run(args []string) int {
 	strict := fs.Bool("strict", false, "exit 1 when a regression against the previous results is flagged")
 	write := fs.Bool("write", true, "rewrite the results file with this run")
 	streams := fs.Int("streams", 0, "idle streams to hold (default 10000)")
-	only := fs.String("only", "", "comma-separated scenarios to run: pass,tput,stream,idle,pipeline,keys (implies -write=false)")
+	only := fs.String("only", "", "comma-separated scenarios to run: pass,tput,stream,idle,pipeline,cache,keys (implies -write=false)")
+	policies := fs.String("policies", "policies/gateway", "the Rego policies (and their tests) (b)'s gateway loads, with the bench's data")
+	plugin := fs.String("plugin", "plugins/pii-redact/pii-redact.wasm", "the Wasm plugin (b)'s gateway runs on_request (built by make plugins; built into -out if missing)")
 	keySizes := fs.String("keys", "", "comma-separated key table sizes for (f); runs (f) in any mode, implies -write=false (default 1000,100000 short; 1000,100000,1000000 full)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	sel := map[string]bool{"pass": true, "tput": true, "stream": true, "idle": true, "pipeline": true}
+	sel := map[string]bool{"pass": true, "tput": true, "stream": true, "idle": true, "pipeline": true, "cache": true}
 	if *only != "" {
 		sel = map[string]bool{}
 		for _, x := range strings.Split(*only, ",") {
@@ -145,6 +161,9 @@ func run(args []string) int {
 	}
 	if *only == "" && m.keysByDefault {
 		sel["keys"] = true
+	}
+	if *only != "" && sel["pipeline"] {
+		m.untrusted = true
 	}
 	if *keySizes != "" {
 		m.keySizes = nil
@@ -180,7 +199,7 @@ func run(args []string) int {
 	defer stopAll()
 
 	limit := raiseNoFile()
-	b := &bench{m: m, out: *outDir, log: logf, streams: m.idleN, sel: sel}
+	b := &bench{m: m, out: *outDir, log: logf, streams: m.idleN, sel: sel, policySrc: *policies, plugin: *plugin}
 	if *streams > 0 {
 		b.streams = *streams
 	}
@@ -329,25 +348,37 @@ func (b *bench) setup(gwBin string) error {
 	b.direct = &target{key: "direct", name: "direct", addr: upAddr, proc: b.up, procLabel: "fake upstream"}
 	b.bare = &target{key: "bare", name: "bare hop", addr: bareAddr, proc: bare, procLabel: "bare hop"}
 	all := []*target{b.direct, b.bare}
-	if b.sel["pass"] || b.sel["tput"] || b.sel["stream"] || b.sel["idle"] {
-		if b.pc, err = b.startGateway(gwBin, "portcullis", gwOpts{upPort: upPort}); err != nil {
-			return err
-		}
-		b.pc.key, b.pc.name = "pc", "portcullis"
-		all = append(all, b.pc)
-	}
-	if b.sel["pass"] || b.sel["tput"] {
-		if b.pcWarn, err = b.startGateway(gwBin, "portcullis-warn", gwOpts{upPort: upPort, level: "warn"}); err != nil {
-			return err
-		}
-		b.pcWarn.key, b.pcWarn.name = "pcwarn", "portcullis (log: warn)"
-		all = append(all, b.pcWarn)
-	}
+	// (b)'s gateways load their policies for a few seconds: they start
+	// while the others do.
+	pipeDone := make(chan error, 1)
 	if b.sel["pipeline"] {
-		if b.pcFull, err = b.startPipelineGateway(gwBin, upPort); err != nil {
+		if b.plugin, err = b.pluginModule(b.plugin); err != nil {
 			return err
 		}
-		all = append(all, b.pcFull)
+		go func() {
+			var err error
+			if b.pcFull, err = b.startPipelineGateway(gwBin, upPort, true); err == nil && b.m.untrusted {
+				b.pcFullU, err = b.startPipelineGateway(gwBin, upPort, false)
+			}
+			pipeDone <- err
+		}()
+	} else {
+		pipeDone <- nil
+	}
+	err = b.startOtherGateways(gwBin, upPort, &all)
+	if perr := <-pipeDone; err == nil {
+		err = perr
+	}
+	if err != nil {
+		return err
+	}
+	for _, t := range []*target{b.pcFull, b.pcFullU} {
+		if t != nil {
+			all = append(all, t)
+		}
+	}
+	if b.sel["cache"] {
+		all = append(all, b.pcCache)
 	}
 	if b.sel["keys"] {
 		for _, n := range b.m.keySizes {
@@ -366,11 +397,42 @@ func (b *bench) setup(gwBin string) error {
 			return err
 		}
 	}
+	if b.sel["cache"] {
+		if err := b.probeCache(); err != nil {
+			return err
+		}
+	}
 	var desc []string
 	for _, t := range all {
 		desc = append(desc, fmt.Sprintf("%s %s (pid %d)", t.name, t.addr, t.proc.pid()))
 	}
 	b.log("%s", strings.Join(desc, ", "))
+	return nil
+}
+
+// startOtherGateways starts (a)'s gateways and (d)'s, those the selected
+// scenarios need, appending (a)'s to all.
+func (b *bench) startOtherGateways(gwBin string, upPort int, all *[]*target) (err error) {
+	if b.sel["pass"] || b.sel["tput"] || b.sel["stream"] || b.sel["idle"] || b.sel["cache"] {
+		if b.pc, err = b.startGateway(gwBin, "portcullis", gwOpts{upPort: upPort}); err != nil {
+			return err
+		}
+		b.pc.key, b.pc.name = "pc", "portcullis"
+		*all = append(*all, b.pc)
+	}
+	if b.sel["pass"] || b.sel["tput"] {
+		if b.pcWarn, err = b.startGateway(gwBin, "portcullis-warn", gwOpts{upPort: upPort, level: "warn"}); err != nil {
+			return err
+		}
+		b.pcWarn.key, b.pcWarn.name = "pcwarn", "portcullis (log: warn)"
+		*all = append(*all, b.pcWarn)
+	}
+	if b.sel["cache"] {
+		if b.pcCache, err = b.startGateway(gwBin, "portcullis-cache", gwOpts{upPort: upPort, cache: true}); err != nil {
+			return err
+		}
+		b.pcCache.key, b.pcCache.name = "pccache", "portcullis cache hit"
+	}
 	return nil
 }
 
@@ -381,6 +443,14 @@ type gwOpts struct {
 	master string // general_settings.master_key; "" = none (no authentication)
 	// cacheKeys is portcullis.auth.key_cache_size; 0 = default
 	cacheKeys int
+	// policyDir is portcullis.policy.dir; "" = no policies
+	policyDir string
+	// plugin is the module of one portcullis.plugins entry running
+	// on_request, trusted or not; "" = no plugin
+	plugin  string
+	trusted bool
+	// cache turns the response cache on (litellm_settings.cache)
+	cache bool
 }
 
 // benchPrice is what the gateways with a master key charge for the
@@ -409,11 +479,19 @@ model_list:
       model: openai/bench
       api_key: sk-bench
       api_base: http://127.0.0.1:%d/idle/v1%s
-`, o.upPort, price, o.upPort, price)
+  - model_name: bench-large
+    litellm_params:
+      model: openai/bench
+      api_key: sk-bench
+      api_base: http://127.0.0.1:%d/large/v1%s
+`, o.upPort, price, o.upPort, price, o.upPort, price)
+	if o.cache {
+		s += "litellm_settings:\n  cache: true\n"
+	}
 	if o.master != "" {
 		s += "general_settings:\n  master_key: " + o.master + "\n"
 	}
-	if o.level != "" || o.cacheKeys > 0 {
+	if o.level != "" || o.cacheKeys > 0 || o.policyDir != "" || o.plugin != "" {
 		s += "portcullis:\n"
 	}
 	if o.level != "" {
@@ -421,6 +499,17 @@ model_list:
 	}
 	if o.cacheKeys > 0 {
 		s += fmt.Sprintf("  auth:\n    key_cache_size: %d\n", o.cacheKeys)
+	}
+	if o.policyDir != "" {
+		s += fmt.Sprintf("  policy:\n    dir: %q\n", o.policyDir)
+	}
+	if o.plugin != "" {
+		// pii-redact on the prompt only: it scans every message and, for
+		// the bench prompt, changes nothing.
+		s += fmt.Sprintf("  plugins:\n    - name: pii-redact\n      module: %q\n      hooks: [on_request]\n      failure_policy: fail_closed\n", o.plugin)
+		if o.trusted {
+			s += "      trusted: true\n"
+		}
 	}
 	return s
 }
@@ -479,7 +568,13 @@ func freeAddr() (string, error) {
 }
 
 const chatBody = `{"model":%q,"messages":[{"role":"system","content":"You are a helpful assistant."},` +
-	`{"role":"user","content":"Say hello to the benchmark, briefly."}],"temperature":0.2,"max_tokens":64%s}`
+	`{"role":"user","content":%q}],"temperature":0.2,"max_tokens":64%s}`
+
+// The user message; a target that varies its prompt numbers it.
+const (
+	userText         = "Say hello to the benchmark, briefly."
+	userTextNumbered = "Say hello to the benchmark, briefly (request " + requestNumber + ")."
+)
 
 // request is the request sent to t.
 func (b *bench) request(t *target, stream, idle bool) loadgen.Target {
@@ -497,7 +592,11 @@ func (b *bench) request(t *target, stream, idle bool) loadgen.Target {
 	// No Authorization header except to the gateways with a master key
 	// ((b), (f)): the others serve anonymous callers, and a bearer they do
 	// not know would be rejected as an invalid virtual key.
-	return loadgen.Target{Name: t.name, Addr: t.addr, Path: path, Body: fmt.Appendf(nil, chatBody, model, extra), Header: t.header}
+	text := userText
+	if t.vary {
+		text = userTextNumbered
+	}
+	return loadgen.Target{Name: t.name, Addr: t.addr, Path: path, Body: fmt.Appendf(nil, chatBody, model, text, extra), Header: t.header}
 }
 
 // probe checks that t answers a JSON and a streamed request correctly.
@@ -696,6 +795,13 @@ type results struct {
 	stream []*side
 	idle   []*idleSide
 	keys   []*side
+	cache  []*side
+	// cacheCalls is, per target of (d), the chat requests the fake
+	// upstream served during its rounds (warm-up included)
+	cacheCalls map[string]int64
+	// scraped is the /metrics of the gateways of (b) and (d) at the end of
+	// the scenarios, by target key
+	scraped map[string]map[string]float64
 }
 
 func (b *bench) measure() (*results, error) {
@@ -705,12 +811,19 @@ func (b *bench) measure() (*results, error) {
 		fn  func(*results) error
 		on  bool
 	}{{"pass", b.passThrough, b.sel["pass"] || b.sel["pipeline"]}, {"tput", b.throughput, b.sel["tput"] || b.sel["pipeline"]},
+		{"cache", b.cacheHit, b.sel["cache"]},
 		{"stream", b.streaming, b.sel["stream"]}, {"idle", b.idleStreams, b.sel["idle"]}, {"keys", b.keyLookup, b.sel["keys"]}}
 	for _, st := range steps {
 		if st.on {
 			if err := st.fn(r); err != nil {
 				return nil, err
 			}
+		}
+	}
+	r.scraped = map[string]map[string]float64{}
+	for _, t := range []*target{b.pcFull, b.pcFullU, b.pcCache} {
+		if t != nil {
+			r.scraped[t.key] = scrapeMetrics(t.addr)
 		}
 	}
 	return r, nil
@@ -734,7 +847,11 @@ func (b *bench) rounds(targets []*target, fn func(t *target, w *window) (*loadge
 			} else {
 				sides[i].merge(s)
 			}
-			time.Sleep(200 * time.Millisecond)
+			// The gate's 200 ms sample before the next round is the pause
+			// between two rounds; once its budget is spent, pause here.
+			if b.gateLeft <= 0 {
+				time.Sleep(200 * time.Millisecond)
+			}
 		}
 	}
 	for _, s := range sides {
@@ -752,6 +869,9 @@ func (b *bench) gatewayPaths(scenario string) []*target {
 	}
 	if b.sel["pipeline"] {
 		ts = append(ts, b.pcFull)
+		if b.pcFullU != nil && scenario == "pass" {
+			ts = append(ts, b.pcFullU)
+		}
 	}
 	return ts
 }
@@ -764,7 +884,7 @@ func (b *bench) passThrough(r *results) (err error) {
 	r.pass, err = b.rounds(b.gatewayPaths("pass"), func(t *target, w *window) (*loadgen.Result, error) {
 		return loadgen.RunOpen(loadgen.OpenConfig{
 			Target: b.request(t, false, false), Rate: m.ptRate, Warmup: m.warmup, Duration: m.ptDur,
-			Conns: m.ptConns, OnWindow: w.on,
+			Conns: m.ptConns, OnWindow: w.on, Request: b.build(t),
 		})
 	}, func(s *side) string {
 		return fmt.Sprintf("p50 %s p99 %s  CPU/req %s  errors %d %s", us(s.res.Latency.Quantile(.5)), us(s.res.Latency.Quantile(.99)), usf(s.cpuPerReq()), s.res.Errors, s.res.FirstErr)
@@ -779,6 +899,7 @@ func (b *bench) throughput(r *results) (err error) {
 	r.tput, err = b.rounds(b.gatewayPaths("tput"), func(t *target, w *window) (*loadgen.Result, error) {
 		return loadgen.RunClosed(loadgen.ClosedConfig{
 			Target: b.request(t, false, false), Conns: m.tpConns, Warmup: m.tpWarm, Duration: m.tpDur, OnWindow: w.on,
+			Request: b.build(t),
 		})
 	}, func(s *side) string {
 		return fmt.Sprintf("%.0f req/s  p50 %s p99 %s  CPU/req %s  errors %d %s", s.res.Throughput(), us(s.res.Latency.Quantile(.5)), us(s.res.Latency.Quantile(.99)), usf(s.cpuPerReq()), s.res.Errors, s.res.FirstErr)
@@ -821,13 +942,14 @@ func (b *bench) idleStreams(r *results) error {
 }
 
 // gate delays a round by up to 2 s while other processes use more than a
-// quarter of the machine, within a budget for the whole run (15 s short,
+// quarter of the machine, within a budget for the whole run (8 s short,
 // 3 min full). The paths take turns, so this favours none of them; it
 // only avoids starting a round in the middle of someone's build.
 func (b *bench) gate() {
 	if b.gateLeft == 0 && !b.gateInit {
 		b.gateInit = true
-		b.gateLeft = 15 * time.Second
+		// 8 s: make bench must stay under 3 minutes on a busy machine
+		b.gateLeft = 8 * time.Second
 		if b.m.name == "full" {
 			b.gateLeft = 3 * time.Minute
 		}
@@ -850,7 +972,7 @@ func (b *bench) gate() {
 // machine mostly idle, and returns the share of it they used in the last
 // second sampled.
 func (b *bench) waitQuiet() float64 {
-	maxWait := 5 * time.Second
+	maxWait := 3 * time.Second
 	if b.m.name == "full" {
 		maxWait = 2 * time.Minute
 	}
@@ -923,6 +1045,22 @@ var runtimeGauges = []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "g
 
 // scrapeRuntime reads runtimeGauges from http://addr/metrics.
 func scrapeRuntime(addr string) map[string]float64 {
+	all := scrapeMetrics(addr)
+	if all == nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for _, name := range runtimeGauges {
+		if v, ok := all[name]; ok {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// scrapeMetrics reads every sample of http://addr/metrics, keyed by its
+// name with its labels as written (`name{a="x",b="y"}`).
+func scrapeMetrics(addr string) map[string]float64 {
 	cl := &http.Client{Timeout: 5 * time.Second}
 	resp, err := cl.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -933,17 +1071,45 @@ func scrapeRuntime(addr string) map[string]float64 {
 	if err != nil {
 		return nil
 	}
+	return parseMetrics(string(body))
+}
+
+// parseMetrics parses the Prometheus text format's samples (no timestamps).
+func parseMetrics(text string) map[string]float64 {
 	out := map[string]float64{}
-	for _, l := range strings.Split(string(body), "\n") {
-		name, val, ok := strings.Cut(l, " ")
-		if !ok || !slices.Contains(runtimeGauges, name) {
+	for _, l := range strings.Split(text, "\n") {
+		if l == "" || l[0] == '#' {
 			continue
 		}
-		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-			out[name] = v
+		i := strings.LastIndexByte(l, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(l[i+1:]), 64); err == nil {
+			out[l[:i]] = v
 		}
 	}
 	return out
+}
+
+// sumMetric adds the samples of name whose labels contain every one of
+// labels (each `k="v"`).
+func sumMetric(m map[string]float64, name string, labels ...string) float64 {
+	var sum float64
+	for k, v := range m {
+		base, rest, _ := strings.Cut(k, "{")
+		if base != name {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(rest, l)
+		}
+		if ok {
+			sum += v
+		}
+	}
+	return sum
 }
 
 func cpuModel() string {

@@ -36,6 +36,9 @@ type Result struct {
 	// ByClass is Latency split by the class OpenConfig.Request gave each
 	// request (nil without a Request function).
 	ByClass map[int]*hist.Histogram
+	// Matched counts the requests of OK whose response carried the header
+	// OpenConfig.Match asked for (e.g. x-cache: HIT).
+	Matched int64
 	// OK counts requests completed with status 200 in the window.
 	OK       int64
 	Errors   int64
@@ -71,9 +74,12 @@ func (rec *recorder) fail(err error) {
 	rec.mu.Unlock()
 }
 
-func (rec *recorder) done(intended, sent, end time.Duration, class int) {
+func (rec *recorder) done(intended, sent, end time.Duration, class int, matched bool) {
 	rec.mu.Lock()
 	rec.r.OK++
+	if matched {
+		rec.r.Matched++
+	}
 	rec.r.Latency.Record(int64(end - intended))
 	if class >= 0 {
 		if rec.r.ByClass == nil {
@@ -180,11 +186,22 @@ type OpenConfig struct {
 	OnWindow func(start bool)
 	// Request, if not nil, writes request i into buf (reusing its
 	// capacity) instead of sending Target's fixed bytes, and returns a
-	// class (≥ 0) under which the request's latency is also recorded in
+	// class: if ≥ 0, the request's latency is also recorded under it in
 	// Result.ByClass. It runs on the sending goroutine just before the
 	// write, from several goroutines at once: it must be cheap and safe
 	// for concurrent use.
 	Request func(i int64, buf []byte) ([]byte, int)
+	// Match, if its Name is set, counts the measured responses carrying
+	// that header with that value in Result.Matched.
+	Match Header
+}
+
+// Header is a response header to look for.
+type Header struct{ Name, Value string }
+
+// matches reports whether the response just read by c carries h.
+func (c *Conn) matches(h Header) bool {
+	return h.Name != "" && string(c.hdr.Peek(h.Name)) == h.Value
 }
 
 // due is a request of the schedule.
@@ -305,11 +322,11 @@ func RunOpen(cfg OpenConfig) (*Result, error) {
 					if e := st.commit(); e != nil {
 						rec.fail(e)
 					} else if st.inWindow {
-						rec.done(intended, sent, end, class)
+						rec.done(intended, sent, end, class, c.matches(cfg.Match))
 					}
 				default:
 					if inWindow(intended) {
-						rec.done(intended, sent, end, class)
+						rec.done(intended, sent, end, class, c.matches(cfg.Match))
 					}
 				}
 				complete()
@@ -410,6 +427,10 @@ type ClosedConfig struct {
 	Duration time.Duration
 	// OnWindow is called as the measured window opens and closes.
 	OnWindow func(start bool)
+	// Request, if not nil, builds each request as OpenConfig.Request does
+	// (i counts the requests of the run over all connections; the class
+	// is ignored).
+	Request func(i int64, buf []byte) ([]byte, int)
 }
 
 // RunClosed keeps Conns requests in flight, each connection sending its
@@ -425,6 +446,7 @@ func RunClosed(cfg ClosedConfig) (*Result, error) {
 	winStart := start + cfg.Warmup
 	winEnd := winStart + cfg.Duration
 	rec.r.Window = cfg.Duration
+	var seq atomic.Int64
 	var wg sync.WaitGroup
 	for _, c := range conns {
 		wg.Add(1)
@@ -435,6 +457,10 @@ func RunClosed(cfg ClosedConfig) (*Result, error) {
 				t0 := Now()
 				if t0 >= winEnd {
 					return
+				}
+				if cfg.Request != nil {
+					c.buf, _ = cfg.Request(seq.Add(1)-1, c.buf[:0])
+					c.req = c.buf
 				}
 				err := c.Send(t0)
 				status, closing := 0, true
@@ -453,7 +479,7 @@ func RunClosed(cfg ClosedConfig) (*Result, error) {
 						rec.fail(fmt.Errorf("HTTP %d", status))
 					}
 				case in:
-					rec.done(t0, t0, t1, -1)
+					rec.done(t0, t0, t1, -1, false)
 				}
 				if closing || err != nil {
 					if c.Redial() != nil {
@@ -494,6 +520,7 @@ func (r *Result) Merge(o *Result) {
 	r.HeldBack += o.HeldBack
 	r.Gaps += o.Gaps
 	r.OK += o.OK
+	r.Matched += o.Matched
 	r.Errors += o.Errors
 	if r.FirstErr == "" {
 		r.FirstErr = o.FirstErr

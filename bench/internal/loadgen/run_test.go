@@ -11,7 +11,8 @@ import (
 )
 
 // serveAuth answers every request with 200 and records its Authorization
-// header.
+// header; the answer carries x-cache: HIT when that header ends with an odd
+// digit.
 func serveAuth(t *testing.T) (addr string, got func() []string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -53,7 +54,11 @@ func serveAuth(t *testing.T) (addr string, got func() []string) {
 					mu.Lock()
 					auths = append(auths, auth)
 					mu.Unlock()
-					if _, err := c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")); err != nil {
+					hit := ""
+					if auth != "" && strings.ContainsAny(auth[len(auth)-1:], "13579") {
+						hit = "x-cache: HIT\r\n"
+					}
+					if _, err := c.Write([]byte("HTTP/1.1 200 OK\r\n" + hit + "Content-Length: 2\r\n\r\n{}")); err != nil {
 						return
 					}
 				}
@@ -81,12 +86,13 @@ func TestRunOpenRequestClasses(t *testing.T) {
 			buf[at] = byte('0' + i%10)
 			return buf, int(i % 2)
 		},
+		Match: Header{Name: "x-cache", Value: "HIT"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.OK != 20 || res.Errors != 0 || res.ByClass[0].Count() != 10 || res.ByClass[1].Count() != 10 {
-		t.Fatalf("ok %d errors %d (%s) classes %v", res.OK, res.Errors, res.FirstErr, res.ByClass)
+	if res.OK != 20 || res.Errors != 0 || res.ByClass[0].Count() != 10 || res.ByClass[1].Count() != 10 || res.Matched != 10 {
+		t.Fatalf("ok %d errors %d (%s) classes %v matched %d", res.OK, res.Errors, res.FirstErr, res.ByClass, res.Matched)
 	}
 	seen := map[string]int{}
 	for _, a := range got() {
@@ -101,5 +107,32 @@ func TestRunOpenRequestClasses(t *testing.T) {
 	m.Merge(res)
 	if m.ByClass[0].Count() != 10 || m.ByClass[1].Count() != 10 {
 		t.Fatalf("merged classes %v", m.ByClass)
+	}
+}
+
+// The closed loop builds each request at send time too, numbered over all
+// its connections.
+func TestRunClosedRequest(t *testing.T) {
+	addr, got := serveAuth(t)
+	tg := Target{Name: "t", Addr: addr, Path: "/p", Body: []byte("{}"), Header: []string{"Authorization: k-0"}}
+	tmpl := tg.RequestBytes()
+	at := strings.Index(string(tmpl), "k-0") + 2
+	res, err := RunClosed(ClosedConfig{
+		Target: tg, Conns: 2, Duration: 30 * time.Millisecond,
+		Request: func(i int64, buf []byte) ([]byte, int) {
+			buf = append(buf, tmpl...)
+			buf[at] = byte('0' + i%10)
+			return buf, -1
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, a := range got() {
+		seen[a]++
+	}
+	if res.OK < 10 || res.Errors != 0 || len(seen) != 10 || res.Matched != 0 {
+		t.Fatalf("ok %d errors %d (%s), server saw %v", res.OK, res.Errors, res.FirstErr, seen)
 	}
 }

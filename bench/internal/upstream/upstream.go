@@ -2,15 +2,20 @@
 // server answering POST .../chat/completions with a fixed JSON completion,
 // or, for "stream": true, with Chunks SSE chunks Gap apart then [DONE].
 // Paths under /idle/ stream one chunk and then hold the stream open,
-// sending only a comment every IdleGap. Delay is a fixed latency added
-// before the response (or its first chunk).
+// sending only a comment every IdleGap; paths under /large/ answer JSON
+// with LargeCompletionBody (4 KiB) instead. Delay is a fixed latency added
+// before the response (or its first chunk). GET /stats returns how many
+// chat requests it has served ({"requests": n}), so that a caller can tell
+// whether a cache in front answered without it.
 package upstream
 
 import (
 	"bufio"
 	"bytes"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -30,6 +35,22 @@ var CompletionBody = []byte(`{"id":"chatcmpl-bench","object":"chat.completion","
 	`"choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is the fake upstream of portcullis-bench, answering at once."},` +
 	`"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":17,"total_tokens":31}}`)
 
+// LargeCompletionBody is the non-streamed response under /large/: a chat
+// completion of 4,096 bytes (a few paragraphs of answer, about 800
+// completion tokens), the size of a typical cached answer.
+var LargeCompletionBody = largeCompletion(4096)
+
+func largeCompletion(size int) []byte {
+	head := `{"id":"chatcmpl-bench-large","object":"chat.completion","created":1700000000,"model":"bench",` +
+		`"choices":[{"index":0,"message":{"role":"assistant","content":"`
+	tail := `"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":800,"total_tokens":814}}`
+	para := "This is the fake upstream of portcullis-bench answering at length, so that a cached answer " +
+		"has the size of a real one: a few paragraphs of plain text, with no characters that JSON must escape. "
+	n := size - len(head) - len(tail)
+	content := strings.Repeat(para, n/len(para)+1)[:n]
+	return []byte(head + content + tail)
+}
+
 // Chunk returns the SSE event of content chunk k (1-based) of n.
 func Chunk(k, n int) []byte {
 	finish := "null"
@@ -46,6 +67,7 @@ var (
 	doneEvent = []byte("data: [DONE]\n\n")
 	keepAlive = []byte(": keep-alive\n\n")
 	suffix    = []byte("/chat/completions")
+	statsPath = "/stats"
 )
 
 // release ends every idle stream held so far: a POST to /idle/release
@@ -84,10 +106,16 @@ func Handler(cfg Config) fasthttp.RequestHandler {
 	for k := 1; k <= cfg.Chunks; k++ {
 		chunks[k] = Chunk(k, cfg.Chunks)
 	}
+	var served atomic.Int64
 	return func(ctx *fasthttp.RequestCtx) {
 		path := ctx.Path()
-		if string(path) == "/idle/release" {
+		switch string(path) {
+		case "/idle/release":
 			rel.fire()
+			return
+		case statsPath:
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"requests":` + strconv.FormatInt(served.Load(), 10) + `}`)
 			return
 		}
 		if !ctx.IsPost() || !bytes.HasSuffix(path, suffix) {
@@ -96,6 +124,7 @@ func Handler(cfg Config) fasthttp.RequestHandler {
 			ctx.SetBodyString(`{"error":{"message":"not found","type":"invalid_request_error"}}`)
 			return
 		}
+		served.Add(1)
 		body := ctx.PostBody()
 		stream := gjson.GetBytes(body, "stream").Bool()
 		idle := bytes.HasPrefix(path, []byte("/idle/"))
@@ -104,7 +133,11 @@ func Handler(cfg Config) fasthttp.RequestHandler {
 		}
 		if !stream {
 			ctx.SetContentType("application/json")
-			ctx.SetBody(CompletionBody)
+			if bytes.HasPrefix(path, []byte("/large/")) {
+				ctx.SetBody(LargeCompletionBody)
+			} else {
+				ctx.SetBody(CompletionBody)
+			}
 			return
 		}
 		usage := gjson.GetBytes(body, "stream_options.include_usage").Bool()

@@ -239,7 +239,7 @@ type PluginSettings struct {
 	// MemoryLimitPages caps each instance's memory in 64 KiB pages
 	// (default 256, 16 MiB).
 	MemoryLimitPages int
-	// Timeout is the per-hook deadline (default 10ms).
+	// Timeout is the per-hook deadline (default 50ms: a wall-clock bound, so it must absorb scheduling delays on a busy machine).
 	Timeout time.Duration
 	// PoolSize bounds the idle instances kept (default 2 x GOMAXPROCS).
 	PoolSize int
@@ -868,7 +868,7 @@ func readPlugins(o *obj) []PluginSettings {
 			p.r.errf(join(path, "memory_limit_pages"), "want 1..65536 pages of 64 KiB, got %d", ps.MemoryLimitPages)
 		}
 		if ps.Timeout == 0 {
-			ps.Timeout = 10 * time.Millisecond
+			ps.Timeout = 50 * time.Millisecond
 		}
 		p.unknown(nil)
 		out = append(out, ps)

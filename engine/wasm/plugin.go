@@ -93,7 +93,7 @@ func (h *host) load(ctx context.Context, ps *config.PluginSettings, o *Options) 
 	}
 	timeout := ps.Timeout
 	if timeout <= 0 {
-		timeout = 10 * time.Millisecond
+		timeout = 50 * time.Millisecond
 	}
 	size := ps.PoolSize
 	if size <= 0 {

@@ -216,6 +216,10 @@ type PolicySettings struct {
 	// SkipTests loads policies whose own tests fail (default: a policy
 	// whose tests fail never replaces the running one).
 	SkipTests bool
+	// Evaluator: "planned" (default: OPA's planner compiles each query
+	// once per revision and engine/policy runs the plan) or "opa" (OPA's
+	// own evaluator, topdown, for every decision; slower).
+	Evaluator string
 }
 
 // WasmSettings is portcullis.wasm: process-wide Wasm host settings.
@@ -786,7 +790,12 @@ func readPolicySettings(o *obj) PolicySettings {
 		Dir: o.str("dir"), Bundle: o.str("bundle"), Query: o.str("query"), ResponseQuery: o.str("response_query"),
 		FailOpen: o.boolean("fail_open"), Timeout: o.duration("timeout"), MaxTextBytes: o.integer("max_text_bytes"),
 		StreamWindow: o.integer("stream_window"), Watch: true, WatchInterval: o.duration("watch_interval"),
-		SkipTests: o.boolean("skip_tests"),
+		SkipTests: o.boolean("skip_tests"), Evaluator: o.str("evaluator"),
+	}
+	switch p.Evaluator {
+	case "", "planned", "opa":
+	default:
+		o.r.errf(join(o.path, "evaluator"), "want planned or opa, got %q", p.Evaluator)
 	}
 	if o.has("watch") {
 		p.Watch = o.boolean("watch")

@@ -73,7 +73,7 @@ var (
 // that checks policies (portcullis policy test, editors).
 func BuiltinDecls() map[string]*ast.Builtin {
 	m := map[string]*ast.Builtin{}
-	for _, d := range []*rego.Function{matchDecl, findDecl, scanDecl, piiDecl, piiScanDecl, luhnDecl} {
+	for _, d := range []*rego.Function{matchDecl, findDecl, scanDecl, piiDecl, piiScanDecl, luhnDecl, globAnyDecl, globAllDecl, withinHoursDecl} {
 		m[d.Name] = &ast.Builtin{Name: d.Name, Description: d.Description, Decl: d.Decl}
 	}
 	return m
@@ -304,11 +304,28 @@ func (b *builtins) match(_ rego.BuiltinContext, rules, text *ast.Term) (*ast.Ter
 	return ast.ArrayTerm(terms...), nil
 }
 
-// messageArg reads input.llm.messages[i]: role and text.
-func messageArg(msgs *ast.Array, i int) (role, text string, err error) {
-	obj, ok := msgs.Elem(i).Value.(ast.Object)
+// messageList is input.llm.messages as the scanning builtins read it: the
+// input's own messages (lazyArray), or any array of {role, text} objects.
+type messageList struct {
+	arr  *ast.Array
+	lazy []message
+}
+
+func (l messageList) len() int {
+	if l.arr != nil {
+		return l.arr.Len()
+	}
+	return len(l.lazy)
+}
+
+// at reads message i: role and text.
+func (l messageList) at(i int) (role, text string, err error) {
+	if l.arr == nil {
+		return l.lazy[i].role, l.lazy[i].text, nil
+	}
+	obj, ok := l.arr.Elem(i).Value.(ast.Object)
 	if ok {
-		r, rok := obj.Get(kRole).Value.(ast.String)
+		r, rok := termValue(obj.Get(kRole)).(ast.String)
 		t := obj.Get(kText)
 		if t != nil && rok {
 			if s, ok := t.Value.(ast.String); ok {
@@ -319,12 +336,14 @@ func messageArg(msgs *ast.Array, i int) (role, text string, err error) {
 	return "", "", fmt.Errorf("messages[%d] must be an object with role and text strings", i)
 }
 
-func messagesArg(t *ast.Term) (*ast.Array, error) {
-	a, ok := t.Value.(*ast.Array)
-	if !ok {
-		return nil, fmt.Errorf("messages must be an array, got %s", ast.ValueName(t.Value))
+func messagesArg(t *ast.Term) (messageList, error) {
+	switch a := t.Value.(type) {
+	case *ast.Array:
+		return messageList{arr: a}, nil
+	case *lazyArray:
+		return messageList{lazy: a.messages()}, nil
 	}
-	return a, nil
+	return messageList{}, fmt.Errorf("messages must be an array, got %s", ast.ValueName(t.Value))
 }
 
 // scan matches every message against the rules that apply to its role:
@@ -340,8 +359,8 @@ func (b *builtins) scan(_ rego.BuiltinContext, rules, messages *ast.Term) (*ast.
 		return nil, err
 	}
 	var out []*ast.Term
-	for i := 0; i < msgs.Len(); i++ {
-		role, text, err := messageArg(msgs, i)
+	for i := 0; i < msgs.len(); i++ {
+		role, text, err := msgs.at(i)
 		if err != nil {
 			return nil, err
 		}
@@ -441,8 +460,8 @@ func (b *builtins) piiScan(_ rego.BuiltinContext, messages, roles *ast.Term) (*a
 		return nil, fmt.Errorf("roles must be an array or set of strings, got %s", ast.ValueName(roles.Value))
 	}
 	var out []*ast.Term
-	for i := 0; i < msgs.Len(); i++ {
-		role, text, err := messageArg(msgs, i)
+	for i := 0; i < msgs.len(); i++ {
+		role, text, err := msgs.at(i)
 		if err != nil {
 			return nil, err
 		}
@@ -477,6 +496,34 @@ func (b *builtins) options() []func(*rego.Rego) {
 		rego.Function1(piiDecl, b.piiText),
 		rego.Function2(piiScanDecl, b.piiScan),
 		rego.Function1(luhnDecl, luhnBuiltin),
+		rego.Function2(globAnyDecl, globAny),
+		rego.Function2(globAllDecl, globAll),
+		rego.Function2(withinHoursDecl, withinHours),
+	}
+}
+
+// directFunc is a custom builtin as the planned program calls it.
+type directFunc func(rego.BuiltinContext, []*ast.Term) (*ast.Term, error)
+
+// direct returns the custom builtins by name, for the planned program to
+// call without rego's wrapping (the same functions options registers).
+func (b *builtins) direct() map[string]directFunc {
+	two := func(f func(rego.BuiltinContext, *ast.Term, *ast.Term) (*ast.Term, error)) directFunc {
+		return func(bctx rego.BuiltinContext, a []*ast.Term) (*ast.Term, error) { return f(bctx, a[0], a[1]) }
+	}
+	one := func(f func(rego.BuiltinContext, *ast.Term) (*ast.Term, error)) directFunc {
+		return func(bctx rego.BuiltinContext, a []*ast.Term) (*ast.Term, error) { return f(bctx, a[0]) }
+	}
+	return map[string]directFunc{
+		matchDecl.Name:       two(b.match),
+		findDecl.Name:        two(b.find),
+		scanDecl.Name:        two(b.scan),
+		piiDecl.Name:         one(b.piiText),
+		piiScanDecl.Name:     two(b.piiScan),
+		luhnDecl.Name:        one(luhnBuiltin),
+		globAnyDecl.Name:     two(globAny),
+		globAllDecl.Name:     two(globAll),
+		withinHoursDecl.Name: two(withinHours),
 	}
 }
 
@@ -484,7 +531,8 @@ func (b *builtins) options() []func(*rego.Rego) {
 func (b *builtins) testerBuiltins() []*tester.Builtin {
 	decls := BuiltinDecls()
 	opts := b.options()
-	names := []string{matchDecl.Name, findDecl.Name, scanDecl.Name, piiDecl.Name, piiScanDecl.Name, luhnDecl.Name}
+	names := []string{matchDecl.Name, findDecl.Name, scanDecl.Name, piiDecl.Name, piiScanDecl.Name, luhnDecl.Name,
+		globAnyDecl.Name, globAllDecl.Name, withinHoursDecl.Name}
 	out := make([]*tester.Builtin, len(names))
 	for i, n := range names {
 		out[i] = &tester.Builtin{Decl: decls[n], Func: opts[i]}

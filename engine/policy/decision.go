@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // Decision is a policy's answer, validated. The request phase may carry
@@ -60,6 +63,14 @@ type Redaction struct {
 	Replace string `json:"replace"`
 }
 
+// plain reports whether d has nothing but allow and status (it holds no
+// slices, so a copy can be handed out again).
+func (d *Decision) plain() bool {
+	return len(d.Reasons) == 0 && len(d.Headers) == 0 && len(d.Tags) == 0 && d.Mutations.Model == "" &&
+		d.Mutations.MaxTokens == 0 && len(d.Mutations.SetHeaders) == 0 && len(d.Mutations.RemoveHeaders) == 0 &&
+		len(d.Mutations.Redact) == 0
+}
+
 // Primary returns the reason a denial is reported with: the first (in
 // code order) of those with the decision's status, or a generic one.
 func (d *Decision) Primary() Reason {
@@ -81,46 +92,54 @@ func shapeErr(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errShape, fmt.Sprintf(format, a...))
 }
 
-// parseDecision validates and reads a decision document (as rego returns
-// it: map[string]any, []any, json.Number). Anything not in the schema is
-// an error, so a typo in a policy fails closed instead of being ignored.
-func parseDecision(v any, response bool) (Decision, error) {
+// parseDecision validates and reads a decision document as the evaluation
+// returns it (an AST value: nothing is converted to Go maps first).
+// Anything not in the schema is an error, so a typo in a policy fails
+// closed instead of being ignored.
+func parseDecision(v ast.Value, response bool) (Decision, error) {
 	var d Decision
-	obj, ok := v.(map[string]any)
+	obj, ok := v.(ast.Object)
 	if !ok {
-		return d, shapeErr("want an object, got %s", typeName(v))
+		return d, shapeErr("want an object, got %s", valueName(v))
 	}
-	allow, ok := obj["allow"].(bool)
+	allow, ok := termValue(obj.Get(kAllow)).(ast.Boolean)
 	if !ok {
-		return d, shapeErr("allow must be a boolean, got %s", typeName(obj["allow"]))
+		return d, shapeErr("allow must be a boolean, got %s", valueName(termValue(obj.Get(kAllow))))
 	}
-	d.Allow = allow
-	for k, val := range obj {
-		var err error
-		switch k {
-		case "allow":
-		case "status":
-			d.Status, err = intIn(val, 100, 599, "status")
-		case "reasons":
-			d.Reasons, err = parseReasons(val)
-		case "mutations":
-			if response {
-				if m, ok := val.(map[string]any); !ok || len(m) > 0 {
-					err = shapeErr("mutations are not allowed in a response decision")
-				}
-				break
+	d.Allow = bool(allow)
+	found := 1
+	var err error
+	if t := obj.Get(kStatus); t != nil {
+		found++
+		d.Status, err = intIn(t.Value, 100, 599, "status")
+	}
+	if t := obj.Get(kReasons); t != nil && err == nil {
+		found++
+		d.Reasons, err = parseReasons(t.Value)
+	}
+	if t := obj.Get(kMutations); t != nil && err == nil {
+		found++
+		if response {
+			if m, ok := t.Value.(ast.Object); !ok || m.Len() > 0 {
+				err = shapeErr("mutations are not allowed in a response decision")
 			}
-			d.Mutations, err = parseMutations(val)
-		case "headers":
-			d.Headers, err = parseHeaderMap(val, "headers")
-		case "tags":
-			d.Tags, err = stringList(val, "tags")
-		default:
-			err = shapeErr("unknown key %q (want allow, status, reasons, mutations, headers, tags)", k)
+		} else {
+			d.Mutations, err = parseMutations(t.Value)
 		}
-		if err != nil {
-			return Decision{}, err
-		}
+	}
+	if t := obj.Get(kHeaders); t != nil && err == nil {
+		found++
+		d.Headers, err = parseHeaderMap(t.Value, "headers")
+	}
+	if t := obj.Get(kTags); t != nil && err == nil {
+		found++
+		d.Tags, err = stringList(t.Value, "tags")
+	}
+	if err == nil && found != obj.Len() {
+		err = unknownKey(obj, "", "allow, status, reasons, mutations, headers, tags")
+	}
+	if err != nil {
+		return Decision{}, err
 	}
 	switch {
 	case d.Allow && d.Status == 0:
@@ -136,19 +155,75 @@ func parseDecision(v any, response bool) (Decision, error) {
 	return d, nil
 }
 
-func parseReasons(v any) ([]Reason, error) {
-	list, ok := v.([]any)
-	if !ok {
-		return nil, shapeErr("reasons must be an array, got %s", typeName(v))
+// Keys of the decision document.
+var (
+	kAllow     = ast.StringTerm("allow")
+	kStatus    = ast.StringTerm("status")
+	kReasons   = ast.StringTerm("reasons")
+	kMutations = ast.StringTerm("mutations")
+	kModelKey  = ast.StringTerm("model")
+	kRedact    = ast.StringTerm("redact")
+)
+
+// unknownKey is the error for the first key of obj not among want.
+func unknownKey(obj ast.Object, at, want string) error {
+	known := strings.Split(want, ", ")
+	var bad *ast.Term
+	obj.Until(func(k, _ *ast.Term) bool {
+		s, ok := k.Value.(ast.String)
+		if !ok || !slices.Contains(known, string(s)) {
+			bad = k
+			return true
+		}
+		return false
+	})
+	return shapeErr("%sunknown key %v (want %s)", at, bad, want)
+}
+
+func termValue(t *ast.Term) ast.Value {
+	if t == nil {
+		return nil
 	}
-	out := make([]Reason, 0, len(list))
-	for i, item := range list {
-		m, ok := item.(map[string]any)
+	return t.Value
+}
+
+// elems returns the elements of an array or a set (policies build reasons
+// and tags as either), ok false for anything else.
+func elems(v ast.Value) (arr *ast.Array, set []*ast.Term, n int, ok bool) {
+	switch c := v.(type) {
+	case *ast.Array:
+		return c, nil, c.Len(), true
+	case ast.Set:
+		return nil, c.Slice(), c.Len(), true
+	}
+	return nil, nil, 0, false
+}
+
+func elemAt(arr *ast.Array, set []*ast.Term, i int) *ast.Term {
+	if arr != nil {
+		return arr.Elem(i)
+	}
+	return set[i]
+}
+
+func parseReasons(v ast.Value) ([]Reason, error) {
+	arr, set, n, ok := elems(v)
+	if !ok {
+		return nil, shapeErr("reasons must be an array, got %s", valueName(v))
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	out := make([]Reason, 0, n)
+	for i := range n {
+		m, ok := elemAt(arr, set, i).Value.(ast.Object)
 		if !ok {
 			return nil, shapeErr("reasons[%d] must be an object", i)
 		}
 		var r Reason
-		for k, val := range m {
+		err := m.Iter(func(kt, vt *ast.Term) error {
+			k, _ := kt.Value.(ast.String)
+			val := vt.Value
 			var err error
 			switch k {
 			case "code":
@@ -161,11 +236,12 @@ func parseReasons(v any) ([]Reason, error) {
 			case "message":
 				r.Message, err = str(val, fmt.Sprintf("reasons[%d].message", i))
 			default:
-				err = shapeErr("reasons[%d]: unknown key %q (want code, status, message)", i, k)
+				err = shapeErr("reasons[%d]: unknown key %s (want code, status, message)", i, kt)
 			}
-			if err != nil {
-				return nil, err
-			}
+			return err
+		})
+		if err != nil {
+			return nil, err
 		}
 		if r.Code == "" {
 			return nil, shapeErr("reasons[%d].code is required", i)
@@ -176,41 +252,52 @@ func parseReasons(v any) ([]Reason, error) {
 	return out, nil
 }
 
-func parseMutations(v any) (Mutations, error) {
+func parseMutations(v ast.Value) (Mutations, error) {
 	var m Mutations
-	obj, ok := v.(map[string]any)
+	obj, ok := v.(ast.Object)
 	if !ok {
-		return m, shapeErr("mutations must be an object, got %s", typeName(v))
+		return m, shapeErr("mutations must be an object, got %s", valueName(v))
 	}
-	for k, val := range obj {
-		var err error
-		switch k {
-		case "model":
-			m.Model, err = nonEmpty(val, "mutations.model")
-		case "max_tokens":
-			m.MaxTokens, err = intIn(val, 1, 1<<30, "mutations.max_tokens")
-		case "headers":
-			m.SetHeaders, m.RemoveHeaders, err = parseUpstreamHeaders(val)
-		case "redact":
-			m.Redact, err = parseRedact(val)
-		default:
-			err = shapeErr("mutations: unknown key %q (want model, max_tokens, headers, redact)", k)
-		}
-		if err != nil {
-			return Mutations{}, err
-		}
+	if obj.Len() == 0 {
+		return m, nil
+	}
+	found := 0
+	var err error
+	if t := obj.Get(kModelKey); t != nil {
+		found++
+		m.Model, err = nonEmpty(t.Value, "mutations.model")
+	}
+	if t := obj.Get(kMaxTokens); t != nil && err == nil {
+		found++
+		m.MaxTokens, err = intIn(t.Value, 1, 1<<30, "mutations.max_tokens")
+	}
+	if t := obj.Get(kHeaders); t != nil && err == nil {
+		found++
+		m.SetHeaders, m.RemoveHeaders, err = parseUpstreamHeaders(t.Value)
+	}
+	if t := obj.Get(kRedact); t != nil && err == nil {
+		found++
+		m.Redact, err = parseRedact(t.Value)
+	}
+	if err == nil && found != obj.Len() {
+		err = unknownKey(obj, "mutations: ", "model, max_tokens, headers, redact")
+	}
+	if err != nil {
+		return Mutations{}, err
 	}
 	return m, nil
 }
 
-func parseUpstreamHeaders(v any) ([][2]string, []string, error) {
-	obj, ok := v.(map[string]any)
+func parseUpstreamHeaders(v ast.Value) ([][2]string, []string, error) {
+	obj, ok := v.(ast.Object)
 	if !ok {
-		return nil, nil, shapeErr("mutations.headers must be an object {set, remove}, got %s", typeName(v))
+		return nil, nil, shapeErr("mutations.headers must be an object {set, remove}, got %s", valueName(v))
 	}
 	var set [][2]string
 	var remove []string
-	for k, val := range obj {
+	err := obj.Iter(func(kt, vt *ast.Term) error {
+		k, _ := kt.Value.(ast.String)
+		val := vt.Value
 		var err error
 		switch k {
 		case "set":
@@ -223,31 +310,37 @@ func parseUpstreamHeaders(v any) ([][2]string, []string, error) {
 				}
 			}
 		default:
-			err = shapeErr("mutations.headers: unknown key %q (want set, remove)", k)
+			err = shapeErr("mutations.headers: unknown key %s (want set, remove)", kt)
 		}
-		if err != nil {
-			return nil, nil, err
-		}
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return set, remove, nil
 }
 
-func parseRedact(v any) ([]Redaction, error) {
-	list, ok := v.([]any)
+func parseRedact(v ast.Value) ([]Redaction, error) {
+	arr, set, n, ok := elems(v)
 	if !ok {
-		return nil, shapeErr("mutations.redact must be an array, got %s", typeName(v))
+		return nil, shapeErr("mutations.redact must be an array, got %s", valueName(v))
 	}
-	out := make([]Redaction, 0, len(list))
-	for i, item := range list {
-		m, ok := item.(map[string]any)
+	if n == 0 {
+		return nil, nil
+	}
+	out := make([]Redaction, 0, n)
+	for i := range n {
+		m, ok := elemAt(arr, set, i).Value.(ast.Object)
 		if !ok {
 			return nil, shapeErr("mutations.redact[%d] must be an object", i)
 		}
 		var r Redaction
 		hasReplace := false
-		for k, val := range m {
+		err := m.Iter(func(kt, vt *ast.Term) error {
+			k, _ := kt.Value.(ast.String)
+			val := vt.Value
 			var err error
-			at := fmt.Sprintf("mutations.redact[%d].%s", i, k)
+			at := fmt.Sprintf("mutations.redact[%d].%s", i, string(k))
 			switch k {
 			case "path":
 				r.Path, err = nonEmpty(val, at)
@@ -260,11 +353,12 @@ func parseRedact(v any) ([]Redaction, error) {
 				r.Replace, err = str(val, at)
 				hasReplace = true
 			default:
-				err = shapeErr("mutations.redact[%d]: unknown key %q (want path, find, replace)", i, k)
+				err = shapeErr("mutations.redact[%d]: unknown key %s (want path, find, replace)", i, kt)
 			}
-			if err != nil {
-				return nil, err
-			}
+			return err
+		})
+		if err != nil {
+			return nil, err
 		}
 		if r.Path == "" || !hasReplace {
 			return nil, shapeErr("mutations.redact[%d] needs path and replace", i)
@@ -274,63 +368,79 @@ func parseRedact(v any) ([]Redaction, error) {
 	return out, nil
 }
 
-func parseHeaderMap(v any, at string) ([][2]string, error) {
-	obj, ok := v.(map[string]any)
+func parseHeaderMap(v ast.Value, at string) ([][2]string, error) {
+	obj, ok := v.(ast.Object)
 	if !ok {
-		return nil, shapeErr("%s must be an object of header name to value, got %s", at, typeName(v))
+		return nil, shapeErr("%s must be an object of header name to value, got %s", at, valueName(v))
 	}
-	out := make([][2]string, 0, len(obj))
-	for k, val := range obj {
-		s, ok := val.(string)
+	if obj.Len() == 0 {
+		return nil, nil
+	}
+	out := make([][2]string, 0, obj.Len())
+	err := obj.Iter(func(kt, vt *ast.Term) error {
+		k, ok := kt.Value.(ast.String)
 		if !ok {
-			return nil, shapeErr("%s[%q] must be a string", at, k)
+			return shapeErr("%s: header name %s is not a string", at, kt)
 		}
-		if !validHeaderName(k) || strings.ContainsAny(s, "\r\n\x00") {
-			return nil, shapeErr("%s: invalid header %q", at, k)
+		s, ok := vt.Value.(ast.String)
+		if !ok {
+			return shapeErr("%s[%q] must be a string", at, string(k))
 		}
-		out = append(out, [2]string{k, s})
+		if !validHeaderName(string(k)) || strings.ContainsAny(string(s), "\r\n\x00") {
+			return shapeErr("%s: invalid header %q", at, string(k))
+		}
+		out = append(out, [2]string{string(k), string(s)})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
 	return out, nil
 }
 
-func stringList(v any, at string) ([]string, error) {
-	list, ok := v.([]any)
+// stringList reads an array or a set of strings (a set in its sorted
+// order).
+func stringList(v ast.Value, at string) ([]string, error) {
+	arr, set, n, ok := elems(v)
 	if !ok {
-		return nil, shapeErr("%s must be an array of strings, got %s", at, typeName(v))
+		return nil, shapeErr("%s must be an array of strings, got %s", at, valueName(v))
 	}
-	out := make([]string, 0, len(list))
-	for i, item := range list {
-		s, ok := item.(string)
+	if n == 0 {
+		return nil, nil
+	}
+	out := make([]string, 0, n)
+	for i := range n {
+		s, ok := elemAt(arr, set, i).Value.(ast.String)
 		if !ok {
 			return nil, shapeErr("%s[%d] must be a string", at, i)
 		}
-		out = append(out, s)
+		out = append(out, string(s))
 	}
 	return out, nil
 }
 
-func intIn(v any, lo, hi int, at string) (int, error) {
-	n, ok := v.(json.Number)
+func intIn(v ast.Value, lo, hi int, at string) (int, error) {
+	n, ok := v.(ast.Number)
 	if !ok {
-		return 0, shapeErr("%s must be a number, got %s", at, typeName(v))
+		return 0, shapeErr("%s must be a number, got %s", at, valueName(v))
 	}
-	i, err := n.Int64()
-	if err != nil || i < int64(lo) || i > int64(hi) {
-		return 0, shapeErr("%s must be a whole number from %d to %d, got %s", at, lo, hi, n)
+	i, ok := n.Int64()
+	if !ok || i < int64(lo) || i > int64(hi) {
+		return 0, shapeErr("%s must be a whole number from %d to %d, got %s", at, lo, hi, string(n))
 	}
 	return int(i), nil
 }
 
-func str(v any, at string) (string, error) {
-	s, ok := v.(string)
+func str(v ast.Value, at string) (string, error) {
+	s, ok := v.(ast.String)
 	if !ok {
-		return "", shapeErr("%s must be a string, got %s", at, typeName(v))
+		return "", shapeErr("%s must be a string, got %s", at, valueName(v))
 	}
-	return s, nil
+	return string(s), nil
 }
 
-func nonEmpty(v any, at string) (string, error) {
+func nonEmpty(v ast.Value, at string) (string, error) {
 	s, err := str(v, at)
 	if err == nil && s == "" {
 		err = shapeErr("%s must not be empty", at)
@@ -359,6 +469,29 @@ func validHeaderName(s string) bool {
 		}
 	}
 	return true
+}
+
+// valueName names the type of a decision value for an error.
+func valueName(v ast.Value) string {
+	switch v.(type) {
+	case nil:
+		return "null (undefined)"
+	case ast.Null:
+		return "null"
+	case ast.Boolean:
+		return "boolean"
+	case ast.String:
+		return "string"
+	case ast.Number:
+		return "number"
+	case *ast.Array:
+		return "array"
+	case ast.Set:
+		return "set"
+	case ast.Object:
+		return "object"
+	}
+	return ast.ValueName(v)
 }
 
 func typeName(v any) string {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 	"unsafe"
 
@@ -91,13 +90,6 @@ var (
 	kOffset     = ast.StringTerm("offset")
 )
 
-// reqInput is the request-phase input, kept by the response filter.
-type reqInput struct {
-	request, principal *ast.Term
-	llm                [][2]*ast.Term
-	value              ast.Object
-}
-
 // endpointName is the operation an endpoint serves, as policies see it.
 func endpointName(d llm.Dialect) (name, path string) {
 	switch d {
@@ -119,162 +111,79 @@ type requestLine interface {
 	RequestURI() []byte
 }
 
-// buildInput builds the request-phase input document for x. Strings that
-// come from the body are copied: builtin results are cached across
-// requests and must never alias a pooled request buffer.
-func (e *Engine) buildInput(x *pipeline.Exchange) *reqInput {
-	in := &reqInput{}
-	endpoint, path := endpointName(x.Dialect)
-	method := "POST"
-	if rl, ok := x.Header.(requestLine); ok {
-		if m := rl.Method(); len(m) > 0 {
-			method = string(m)
-		}
-		if u := rl.RequestURI(); len(u) > 0 {
-			s := string(u)
-			if i := strings.IndexByte(s, '?'); i >= 0 {
-				s = s[:i]
-			}
-			path = s
-		}
-	}
-	now := x.Start
-	if now.IsZero() {
-		now = time.Now()
-	}
-	hdrs := make([][2]*ast.Term, 0, 4)
-	if x.Header != nil {
-		for _, h := range e.headers {
-			if v := x.Header.Peek(h.name); len(v) > 0 {
-				hdrs = append(hdrs, [2]*ast.Term{h.key, ast.StringTerm(string(v))})
-			}
-		}
-	}
-	in.request = ast.ObjectTerm(
-		[2]*ast.Term{kID, ast.StringTerm(x.ID)},
-		[2]*ast.Term{kMethod, ast.StringTerm(method)},
-		[2]*ast.Term{kPath, ast.StringTerm(path)},
-		[2]*ast.Term{kTimeNS, ast.IntNumberTerm(int(now.UnixNano()))},
-		[2]*ast.Term{kHeaders, ast.ObjectTerm(hdrs...)},
-	)
+// dialectTerms are the input's terms for what the dialect implies.
+type dialectTerms struct{ endpoint, path, dialect *ast.Term }
 
-	p := make([][2]*ast.Term, 0, 5)
-	for _, f := range [...]struct {
-		k *ast.Term
-		v string
-	}{{kKeyAlias, x.KeyAlias}, {kKeyHash, x.KeyHash}, {kTeamID, x.TeamID}, {kUserID, x.UserID}} {
-		if f.v != "" {
-			p = append(p, [2]*ast.Term{f.k, ast.StringTerm(f.v)})
-		}
-	}
-	p = append(p, [2]*ast.Term{kAuthed, ast.InternedTerm(x.KeyHash != "" || x.KeyAlias != "")})
-	in.principal = ast.ObjectTerm(p...)
+var (
+	kPOST        = ast.StringTerm("POST")
+	emptyArray   = ast.ArrayTerm()
+	dialectTable [llm.AnthropicMessages + 1]dialectTerms
+	dialectNone  dialectTerms
+)
 
-	l := make([][2]*ast.Term, 0, 20)
-	l = append(l,
-		[2]*ast.Term{kEndpoint, ast.StringTerm(endpoint)},
-		[2]*ast.Term{kDialect, ast.StringTerm(x.Dialect.String())},
-		[2]*ast.Term{kModel, ast.StringTerm(x.Model)},
-		[2]*ast.Term{kStream, ast.InternedTerm(x.Stream)},
-	)
-	l = e.routeItems(l, x)
-	if x.MaxTokens > 0 {
-		l = append(l, [2]*ast.Term{kMaxTokens, ast.IntNumberTerm(x.MaxTokens)})
+func init() {
+	for d := range dialectTable {
+		endpoint, path := endpointName(llm.Dialect(d))
+		dialectTable[d] = dialectTerms{ast.StringTerm(endpoint), ast.StringTerm(path), ast.StringTerm(llm.Dialect(d).String())}
 	}
-	tags := make([]*ast.Term, len(x.Tags))
-	for i, t := range x.Tags {
-		tags[i] = ast.StringTerm(t)
-	}
-	l = append(l, [2]*ast.Term{kTags, ast.ArrayTerm(tags...)})
-	l = e.bodyItems(l, x)
-	in.llm = l
-	in.value = ast.NewObject(
-		[2]*ast.Term{kRequest, in.request},
-		[2]*ast.Term{kPrincipal, in.principal},
-		[2]*ast.Term{kLLM, ast.ObjectTerm(l...)},
-	)
-	return in
+	dialectNone = dialectTable[llm.DialectNone]
 }
 
-// routeItems adds what is known about routing: the model group, and
-// after routing the provider and deployment that served.
-func (e *Engine) routeItems(l [][2]*ast.Term, x *pipeline.Exchange) [][2]*ast.Term {
-	group := x.ModelGroup
-	if group == "" {
-		group = x.RouteGroup()
+func dialectTermsOf(d llm.Dialect) dialectTerms {
+	if int(d) < len(dialectTable) {
+		return dialectTable[d]
 	}
-	l = append(l, [2]*ast.Term{kModelGroup, ast.StringTerm(group)})
-	if x.Provider != "" {
-		l = append(l, [2]*ast.Term{kProvider, ast.StringTerm(x.Provider)})
-	}
-	if x.DeploymentID != "" {
-		l = append(l, [2]*ast.Term{kDeployment, ast.StringTerm(x.DeploymentID)})
-	}
-	if x.UpstreamModel != "" {
-		l = append(l, [2]*ast.Term{kUpstream, ast.StringTerm(x.UpstreamModel)})
-	}
-	if e.provider != nil {
-		ps := e.provider(group)
-		terms := make([]*ast.Term, len(ps))
-		for i, p := range ps {
-			terms[i] = ast.StringTerm(p)
-		}
-		l = append(l, [2]*ast.Term{kProviders, ast.ArrayTerm(terms...)})
-	}
-	return l
-}
-
-// responseValue is the response-phase input: the request's, with routing
-// facts updated, plus response.
-func (in *reqInput) responseValue(e *Engine, x *pipeline.Exchange, resp *ast.Term) ast.Value {
-	l := make([][2]*ast.Term, 0, len(in.llm)+4)
-	for _, it := range in.llm {
-		switch it[0] {
-		case kModelGroup, kProvider, kDeployment, kUpstream, kProviders:
-			continue
-		}
-		l = append(l, it)
-	}
-	l = e.routeItems(l, x)
-	return ast.NewObject(
-		[2]*ast.Term{kRequest, in.request},
-		[2]*ast.Term{kPrincipal, in.principal},
-		[2]*ast.Term{kLLM, ast.ObjectTerm(l...)},
-		[2]*ast.Term{kResponse, resp},
-	)
+	return dialectTerms{dialectNone.endpoint, dialectNone.path, ast.StringTerm(d.String())}
 }
 
 // message is one piece of prompt text and where it sits in the body.
 type message struct {
-	role, text, path string
+	role, text string
+	path       *ast.Term
 }
 
-// bodyItems reads the body once: messages (text only, capped), tools,
-// temperature, metadata and the size figures.
-func (e *Engine) bodyItems(l [][2]*ast.Term, x *pipeline.Exchange) [][2]*ast.Term {
+// bodyFacts are what the input takes from the request body.
+type bodyFacts struct {
+	msgs                  []message
+	tools                 *ast.Term
+	temperature, metadata *ast.Term // nil: not in the body
+	truncated             bool
+	total                 int // text bytes before the cap
+}
+
+// parseBody reads the body once: messages (text only, capped), tools,
+// temperature, metadata and the size figures. Text is copied out of the
+// body: the request buffer is the server's and may be reused once the
+// request is done.
+func (e *Engine) parseBody(x *pipeline.Exchange) *bodyFacts {
+	f := &bodyFacts{tools: emptyArray}
 	if len(x.Body) == 0 {
-		return append(l, [2]*ast.Term{kMessages, ast.ArrayTerm()},
-			[2]*ast.Term{kTools, ast.ArrayTerm()},
-			[2]*ast.Term{kTruncated, ast.InternedTerm(false)},
-			[2]*ast.Term{kPromptB, ast.InternedTerm(0)},
-			[2]*ast.Term{kEstTokens, ast.InternedTerm(0)})
+		return f
 	}
 	root := gjson.Parse(unsafe.String(unsafe.SliceData(x.Body), len(x.Body)))
-	var msgs []message
 	var tools []*ast.Term
 	root.ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
 		case "messages":
 			i := 0
 			v.ForEach(func(_, m gjson.Result) bool {
-				role := m.Get("role").Str
-				msgs = append(msgs, message{role: role, text: contentText(m.Get("content")),
-					path: "/messages/" + strconv.Itoa(i) + "/content"})
+				var role string
+				var content gjson.Result
+				m.ForEach(func(mk, mv gjson.Result) bool {
+					switch mk.Str {
+					case "role":
+						role = mv.Str
+					case "content":
+						content = mv
+					}
+					return true
+				})
+				f.msgs = append(f.msgs, message{role: roleName(role), text: contentText(content), path: messagePath(i)})
 				i++
 				return true
 			})
 		case "system":
-			msgs = append([]message{{role: "system", text: contentText(v), path: "/system"}}, msgs...)
+			f.msgs = append([]message{{role: "system", text: contentText(v), path: kSystemPath}}, f.msgs...)
 		case "prompt", "input":
 			if x.Dialect == llm.OpenAIChat || x.Dialect == llm.AnthropicMessages {
 				break
@@ -283,13 +192,13 @@ func (e *Engine) bodyItems(l [][2]*ast.Term, x *pipeline.Exchange) [][2]*ast.Ter
 				i := 0
 				v.ForEach(func(_, p gjson.Result) bool {
 					if p.Type == gjson.String {
-						msgs = append(msgs, message{role: "user", text: p.Str, path: "/" + k.Str + "/" + strconv.Itoa(i)})
+						f.msgs = append(f.msgs, message{role: "user", text: p.Str, path: names.get("/" + k.Str + "/" + strconv.Itoa(i))})
 					}
 					i++
 					return true
 				})
 			} else if v.Type == gjson.String {
-				msgs = append(msgs, message{role: "user", text: v.Str, path: "/" + k.Str})
+				f.msgs = append(f.msgs, message{role: "user", text: v.Str, path: names.get("/" + k.Str)})
 			}
 		case "tools":
 			v.ForEach(func(_, t gjson.Result) bool {
@@ -298,57 +207,69 @@ func (e *Engine) bodyItems(l [][2]*ast.Term, x *pipeline.Exchange) [][2]*ast.Ter
 					name = t.Get("name")
 				}
 				if name.Type == gjson.String {
-					tools = append(tools, ast.StringTerm(strings.Clone(name.Str)))
+					tools = append(tools, names.get(name.Str))
 				}
 				return true
 			})
 		case "temperature":
 			if v.Type == gjson.Number {
-				l = append(l, [2]*ast.Term{kTemp, ast.NumberTerm(json.Number(strings.Clone(v.Raw)))})
+				f.temperature = ast.NumberTerm(json.Number(strings.Clone(v.Raw)))
 			}
 		case "metadata":
 			if v.IsObject() {
-				l = append(l, [2]*ast.Term{kMetadata, jsonTerm(v, 0)})
+				f.metadata = jsonTerm(v, 0)
 			}
 		}
 		return true
 	})
-	total := 0
-	for _, m := range msgs {
-		total += len(m.text)
+	for _, m := range f.msgs {
+		f.total += len(m.text)
 	}
 	// The cap keeps the newest text: the budget is spent from the last
 	// message back, and a message that does not fit keeps its beginning.
-	truncated := false
 	budget := e.s.MaxTextBytes
-	for i := len(msgs) - 1; i >= 0; i-- {
-		t := msgs[i].text
+	for i := len(f.msgs) - 1; i >= 0; i-- {
+		t := f.msgs[i].text
 		if len(t) > budget {
 			t = cutUTF8(t, budget)
-			truncated = true
+			f.truncated = true
 		}
 		budget -= len(t)
-		msgs[i].text = t
+		f.msgs[i].text = strings.Clone(t)
 	}
-	mt := make([]*ast.Term, len(msgs))
-	for i, m := range msgs {
-		mt[i] = ast.ObjectTerm(
-			[2]*ast.Term{kRole, ast.StringTerm(strings.Clone(m.role))},
-			[2]*ast.Term{kText, ast.StringTerm(strings.Clone(m.text))},
-			[2]*ast.Term{kPath, ast.StringTerm(m.path)},
-		)
+	if len(tools) > 0 {
+		f.tools = ast.ArrayTerm(tools...)
 	}
-	if tools == nil {
-		tools = []*ast.Term{}
+	return f
+}
+
+var kSystemPath = ast.StringTerm("/system")
+
+var commonRoles = [...]string{"user", "system", "assistant", "tool", "developer"}
+
+// roleName is role as a string of its own (the body's may be reused).
+func roleName(role string) string {
+	for _, r := range commonRoles {
+		if role == r {
+			return r
+		}
 	}
-	return append(l,
-		[2]*ast.Term{kMessages, ast.ArrayTerm(mt...)},
-		[2]*ast.Term{kTools, ast.ArrayTerm(tools...)},
-		[2]*ast.Term{kTruncated, ast.InternedTerm(truncated)},
-		[2]*ast.Term{kPromptB, ast.IntNumberTerm(total)},
-		// An estimate: about four bytes of English text per token.
-		[2]*ast.Term{kEstTokens, ast.IntNumberTerm((total + 3) / 4)},
-	)
+	return string(names.get(role).Value.(ast.String))
+}
+
+// messagePaths are the paths of the first messages of a chat.
+var messagePaths = func() (out [64]*ast.Term) {
+	for i := range out {
+		out[i] = ast.StringTerm("/messages/" + strconv.Itoa(i) + "/content")
+	}
+	return out
+}()
+
+func messagePath(i int) *ast.Term {
+	if i < len(messagePaths) {
+		return messagePaths[i]
+	}
+	return ast.StringTerm("/messages/" + strconv.Itoa(i) + "/content")
 }
 
 // contentText is a message's text: the content string, or its text parts
@@ -440,4 +361,4 @@ func jsonTerm(r gjson.Result, depth int) *ast.Term {
 
 // Input returns the request-phase input document the middleware would
 // build for x (portcullis policy eval --body, tests).
-func (e *Engine) Input(x *pipeline.Exchange) ast.Value { return e.buildInput(x).value }
+func (e *Engine) Input(x *pipeline.Exchange) ast.Value { return e.buildInput(x).materialized() }

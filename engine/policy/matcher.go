@@ -26,6 +26,57 @@ type matcher struct {
 	// atoms are the prefilter literals; folded ones are lower-case and
 	// searched in the text lower-cased.
 	atoms []atom
+	// index finds every atom in one pass over the text.
+	index atomIndex
+}
+
+// atomIndex looks the atoms up in one pass over a text: a position is
+// looked at only when its first two bytes (lower-cased for the folded
+// atoms) begin some atom, which in text rarely happens.
+type atomIndex struct {
+	sens, fold [1 << 16 / 64]uint64 // bit b0<<8|b1: some atom begins with b0 b1
+	single     [256]bool            // some one-byte atom is this byte (folded ones: lower-case)
+	byPair     map[uint16][]int     // atoms (indexes) by their first two bytes
+	bySingle   [256][]int
+}
+
+func (x *atomIndex) build(atoms []atom) {
+	x.byPair = map[uint16][]int{}
+	for i, a := range atoms {
+		if len(a.lit) == 1 {
+			c := a.lit[0]
+			x.single[c] = true
+			x.bySingle[c] = append(x.bySingle[c], i)
+			if a.fold && 'a' <= c && c <= 'z' {
+				// a folded letter matches its upper case too
+				x.single[c-'a'+'A'] = true
+				x.bySingle[c-'a'+'A'] = append(x.bySingle[c-'a'+'A'], i)
+			}
+			continue
+		}
+		k := uint16(a.lit[0])<<8 | uint16(a.lit[1])
+		if a.fold {
+			x.fold[k/64] |= 1 << (k % 64)
+		} else {
+			x.sens[k/64] |= 1 << (k % 64)
+		}
+		x.byPair[k] = append(x.byPair[k], i)
+	}
+}
+
+// lowerASCII lower-cases an ASCII letter.
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// hasFoldedRune reports whether s holds one of the two non-ASCII runes
+// that fold onto ASCII letters (K KELVIN SIGN, LONG S); the one-pass scan
+// leaves such a text to the lower-cased copy.
+func hasFoldedRune(s string) bool {
+	return strings.Contains(s, "\u212a") || strings.Contains(s, "\u017f")
 }
 
 type mrule struct {
@@ -315,6 +366,7 @@ func newMatcher(key uint64, specs []patternSpec) (*matcher, error) {
 		}
 		m.rules[i] = r
 	}
+	m.index.build(m.atoms)
 	return m, nil
 }
 
@@ -333,6 +385,10 @@ type scanState struct {
 
 func (m *matcher) scanAtoms(text string) *scanState {
 	st := &scanState{text: text, sameLen: true, occ: make([][]int, len(m.atoms)), many: make([]bool, len(m.atoms))}
+	if !hasFoldedRune(text) {
+		m.scanOnePass(st)
+		return st
+	}
 	for ai, a := range m.atoms {
 		hay := text
 		if a.fold {
@@ -347,15 +403,86 @@ func (m *matcher) scanAtoms(text string) *scanState {
 			if j < 0 {
 				break
 			}
-			if len(st.occ[ai]) == maxOccurrences {
-				st.many[ai] = true
+			if !st.add(ai, from+j) {
 				break
 			}
-			st.occ[ai] = append(st.occ[ai], from+j)
 			from += j + 1
 		}
 	}
 	return st
+}
+
+// add records an occurrence of atom ai at i; false once it has too many.
+func (st *scanState) add(ai, i int) bool {
+	if len(st.occ[ai]) == maxOccurrences {
+		st.many[ai] = true
+		return false
+	}
+	st.occ[ai] = append(st.occ[ai], i)
+	return true
+}
+
+// scanOnePass finds the atoms' occurrences in one pass (the text has no
+// rune that folds onto ASCII, so a folded atom's offsets in the text are
+// those in its lower-cased copy).
+func (m *matcher) scanOnePass(st *scanState) {
+	x, text := &m.index, st.text
+	n := len(text)
+	for i := 0; i < n; i++ {
+		c0 := text[i]
+		if x.single[c0] {
+			for _, ai := range x.bySingle[c0] {
+				if !st.many[ai] {
+					st.add(ai, i)
+				}
+			}
+		}
+		if i+1 == n {
+			break
+		}
+		c1 := text[i+1]
+		ks := uint16(c0)<<8 | uint16(c1)
+		kf := uint16(lowerASCII(c0))<<8 | uint16(lowerASCII(c1))
+		hitS := x.sens[ks/64]&(1<<(ks%64)) != 0
+		hitF := x.fold[kf/64]&(1<<(kf%64)) != 0
+		if !hitS && !hitF {
+			continue
+		}
+		try := func(k uint16) {
+			for _, ai := range x.byPair[k] {
+				a := &m.atoms[ai]
+				if st.many[ai] || len(a.lit) > n-i {
+					continue
+				}
+				var ok bool
+				if a.fold {
+					ok = hasPrefixFold(text[i:], a.lit)
+				} else {
+					ok = text[i:i+len(a.lit)] == a.lit
+				}
+				if ok {
+					st.add(ai, i)
+				}
+			}
+		}
+		if hitS {
+			try(ks)
+		}
+		if hitF && (kf != ks || !hitS) {
+			try(kf)
+		}
+	}
+}
+
+// hasPrefixFold reports whether s begins with lit (lower-case ASCII) with
+// ASCII letters compared case-insensitively.
+func hasPrefixFold(s, lit string) bool {
+	for j := 0; j < len(lit); j++ {
+		if lowerASCII(s[j]) != lit[j] {
+			return false
+		}
+	}
+	return true
 }
 
 // matches reports whether rule r matches the text.

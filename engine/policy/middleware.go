@@ -51,7 +51,13 @@ func (s *stage) Serve(x *pipeline.Exchange, next pipeline.Handler) error {
 	if now.IsZero() {
 		now = start
 	}
-	d, err := rev.eval(ctx, &rev.request, in.value, now, e.s.Timeout, false, nil)
+	if rev.response != nil {
+		in.freeze() // the response phase comes after the request's buffers may be gone
+	}
+	d, err := rev.eval(ctx, &rev.request, in.value(), now, e.s.Timeout, false, nil)
+	if rev.response == nil {
+		in.release() // nothing refers to the document any more (the decision holds strings only)
+	}
 	x.PolicyVersion = rev.id
 	if err == nil && d.Allow {
 		// A mutation that cannot be applied is a policy error too.

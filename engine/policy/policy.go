@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,11 +85,30 @@ type Engine struct {
 type revision struct {
 	id       string
 	loaded   time.Time
-	request  rego.PreparedEvalQuery
-	response *rego.PreparedEvalQuery // nil: no response phase
+	request  query
+	response *query    // nil: no response phase
+	data     ast.Value // the data document (the readStore's root)
+	print    print.Hook
 	builtins *builtins
 	files    int
 	where    string
+}
+
+// parsedDecision is a decision parsed from a value the planned program
+// shares across evaluations (a constant such as allow_all).
+type parsedDecision struct {
+	v ast.Value
+	d Decision
+}
+
+// query is one prepared query: OPA's evaluator (topdown), which explains
+// and serves when the plan is missing, and the planned program the
+// request path runs (nil when the planner or the interpreter cannot take
+// the policies).
+type query struct {
+	pq   rego.PreparedEvalQuery
+	prog *irProgram
+	last atomic.Pointer[parsedDecision]
 }
 
 // New loads the policies and starts the watcher. It fails when the
@@ -214,7 +233,10 @@ func (e *Engine) load(ctx context.Context) (*revision, error) {
 
 // build compiles, tests and prepares src.
 func (e *Engine) build(ctx context.Context, src *source) (*revision, error) {
-	store := inmem.NewFromObjectWithOpts(src.data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	store, err := newReadStore(src.data)
+	if err != nil {
+		return nil, fmt.Errorf("revision %s: %w", src.id, err)
+	}
 	c, err := compile(ctx, store, src.modules)
 	if err != nil {
 		return nil, fmt.Errorf("revision %s does not compile: %w", src.id, err)
@@ -233,11 +255,12 @@ func (e *Engine) build(ctx context.Context, src *source) (*revision, error) {
 			return nil, fmt.Errorf("revision %s: %d of %d tests fail: %s", src.id, len(failed), len(rep.Results), strings.Join(names, ", "))
 		}
 	}
-	rev := &revision{id: src.id, loaded: time.Now(), builtins: e.newBuiltins(cacheSlots), files: src.files, where: src.where}
+	rev := &revision{id: src.id, loaded: time.Now(), builtins: e.newBuiltins(cacheSlots), files: src.files, where: src.where,
+		data: store.root, print: printHook{e.log}}
 	if !defines(c, e.s.Query) {
 		return nil, fmt.Errorf("revision %s does not define %s", src.id, e.s.Query)
 	}
-	if rev.request, err = e.prepare(ctx, c, store, rev.builtins, e.s.Query); err != nil {
+	if rev.request.pq, err = e.prepare(ctx, c, store, rev.builtins, e.s.Query); err != nil {
 		return nil, fmt.Errorf("revision %s: %w", src.id, err)
 	}
 	if defines(c, e.s.ResponseQuery) {
@@ -250,11 +273,15 @@ func (e *Engine) build(ctx context.Context, src *source) (*revision, error) {
 			if err != nil {
 				return nil, fmt.Errorf("revision %s: %w", src.id, err)
 			}
-			rev.response = &pq
+			rev.response = &query{pq: pq}
 		}
 	}
 	if err := e.precompile(ctx, c, store, rev.builtins); err != nil {
 		return nil, fmt.Errorf("revision %s: %w", src.id, err)
+	}
+	rev.request.prog = e.plan(ctx, src, store, rev.builtins, e.s.Query)
+	if rev.response != nil {
+		rev.response.prog = e.plan(ctx, src, store, rev.builtins, e.s.ResponseQuery)
 	}
 	return rev, nil
 }
@@ -307,6 +334,47 @@ func (e *Engine) prepare(ctx context.Context, c *ast.Compiler, store storage.Sto
 		return pq, fmt.Errorf("prepare %s: %w", query, err)
 	}
 	return pq, nil
+}
+
+// plan has OPA's planner plan query and compiles the plan for the
+// interpreter (ir.go); nil when either cannot, and the query is then
+// evaluated by topdown. The planner is given a compiler of its own: rego
+// switches the compiler it plans from to the IR mode.
+func (e *Engine) plan(ctx context.Context, src *source, store storage.Store, b *builtins, q string) *irProgram {
+	if e.s.Evaluator == "opa" {
+		return nil // configured: OPA's own evaluator for every decision
+	}
+	prog, err := planProgram(ctx, src, store, b, q)
+	if err != nil {
+		e.log.Info("policy query left to OPA's evaluator (not planned)", zap.String("revision", src.id),
+			zap.String("query", q), zap.Error(err))
+		return nil
+	}
+	return prog
+}
+
+func planProgram(ctx context.Context, src *source, store storage.Store, b *builtins, q string) (*irProgram, error) {
+	c, err := compile(ctx, store, src.modules)
+	if err != nil {
+		return nil, err
+	}
+	capture := &planCapture{}
+	opts := append([]func(*rego.Rego){
+		rego.Query(q),
+		rego.Compiler(c),
+		rego.Store(store),
+		rego.StrictBuiltinErrors(true),
+		rego.EnablePrintStatements(true),
+		rego.Target(irTarget),
+	}, b.options()...)
+	if _, err := rego.New(opts...).PrepareForEval(context.WithValue(ctx, planKey{}, capture)); err != nil {
+		return nil, err
+	}
+	var data ast.Value
+	if rs, ok := store.(*readStore); ok {
+		data = rs.root
+	}
+	return compileIR(capture.policy, capture.builtins, b.direct(), data)
 }
 
 // responseEnabled evaluates the optional response_enabled rule next to
@@ -443,23 +511,29 @@ func (e *Engine) Explain(ctx context.Context, input ast.Value, w io.Writer) (Dec
 	return d, err
 }
 
-// eval runs one prepared query with a deadline. Any error, an undefined
-// result, a result that does not validate, or running past the deadline
-// is an *EvalError.
-func (r *revision) eval(ctx context.Context, pq *rego.PreparedEvalQuery, input ast.Value, now time.Time,
+// eval runs one prepared query with a deadline: the planned program, or
+// topdown when there is none or a tracer wants OPA's trace. Any error, an
+// undefined result, a result that does not validate, or running past the
+// deadline is an *EvalError.
+func (r *revision) eval(ctx context.Context, q *query, input ast.Value, now time.Time,
 	timeout time.Duration, response bool, tracer topdown.QueryTracer) (Decision, error) {
-	cancel := topdown.NewCancel()
-	timer := time.AfterFunc(timeout, cancel.Cancel)
-	opts := [5]rego.EvalOption{rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel), rego.EvalTime(now)}
-	n := 3
-	if tracer != nil {
-		opts[n] = rego.EvalQueryTracer(tracer)
-		n++
+	var t *ast.Term
+	var err error
+	timedOut := false
+	if q.prog != nil && tracer == nil {
+		// The program checks the deadline as it goes: no timer.
+		start := time.Now()
+		t, err = r.evalProgram(ctx, q.prog, input, now, nil, start.Add(timeout))
+		timedOut = topdown.IsCancel(err) || time.Since(start) > timeout
+	} else {
+		cancel := topdown.NewCancel()
+		timer := time.AfterFunc(timeout, cancel.Cancel)
+		t, err = r.evalTopdown(ctx, &q.pq, materializeValue(input), now, cancel, tracer)
+		timer.Stop()
+		timedOut = cancel.Cancelled() || topdown.IsCancel(err)
 	}
-	rs, err := pq.Eval(ctx, opts[:n]...)
-	timer.Stop()
 	switch {
-	case cancel.Cancelled() || topdown.IsCancel(err):
+	case timedOut:
 		return Decision{}, &EvalError{Kind: "timeout", Revision: r.id, Err: fmt.Errorf("evaluation took longer than %v", timeout)}
 	case err == nil && ctx.Err() != nil:
 		err = ctx.Err()
@@ -467,16 +541,75 @@ func (r *revision) eval(ctx context.Context, pq *rego.PreparedEvalQuery, input a
 	if err != nil {
 		return Decision{}, &EvalError{Kind: "eval", Revision: r.id, Err: err}
 	}
-	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+	if t == nil {
 		return Decision{}, &EvalError{Kind: "undefined", Revision: r.id, Err: errors.New("the decision is undefined")}
 	}
-	d, err := parseDecision(rs[0].Expressions[0].Value, response)
+	if c := q.last.Load(); c != nil && c.v == t.Value {
+		return c.d, nil // the same constant decision as before (allow_all)
+	}
+	d, err := parseDecision(t.Value, response)
 	if err != nil {
 		return Decision{}, &EvalError{Kind: "shape", Revision: r.id, Err: err}
 	}
 	d.Revision = r.id
+	if d.plain() && q.prog != nil && q.prog.sharedValue(t) {
+		q.last.Store(&parsedDecision{v: t.Value, d: d})
+	}
+	d.Revision = r.id
 	return d, nil
 }
+
+// evalProgram runs the planned query; nil when it is undefined.
+func (r *revision) evalProgram(ctx context.Context, prog *irProgram, input ast.Value, now time.Time, cancel topdown.Cancel,
+	deadline time.Time) (*ast.Term, error) {
+	res, err := prog.eval(irInput{ctx: ctx, input: input, data: r.data, timeNS: now.UnixNano(), cancel: cancel,
+		deadline: deadline, print: r.print})
+	if err != nil || res == nil || prog.values {
+		return res, err
+	}
+	// A result binds the query's one expression.
+	obj, ok := res.Value.(ast.Object)
+	if !ok || obj.Len() != 1 {
+		return nil, fmt.Errorf("the query's result has the wrong shape: %v", res)
+	}
+	var t *ast.Term
+	obj.Foreach(func(_, v *ast.Term) { t = v })
+	return t, nil
+}
+
+// evalTopdown runs the query with OPA's evaluator; nil when undefined.
+func (r *revision) evalTopdown(ctx context.Context, pq *rego.PreparedEvalQuery, input ast.Value, now time.Time,
+	cancel topdown.Cancel, tracer topdown.QueryTracer) (*ast.Term, error) {
+	vc := getEvalCache()
+	defer vc.release()
+	opts := [9]rego.EvalOption{rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel), rego.EvalTime(now),
+		rego.EvalVirtualCache(vc), rego.EvalBaseCache((*baseCache)(vc)), evalNoMetrics, evalASTResult}
+	n := 7
+	if r.data != nil {
+		opts[n] = evalReadTxn
+		n++
+	}
+	if tracer != nil {
+		opts[n] = rego.EvalQueryTracer(tracer)
+		n++
+	}
+	rs, err := pq.Eval(ctx, opts[:n]...)
+	if err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, err
+	}
+	t, _ := rs[0].Expressions[0].Value.(*ast.Term)
+	return t, nil
+}
+
+// Evaluation options every evaluation shares: no transaction (the
+// revision's readStore needs none), no metrics, and the result as the AST
+// term it is (parseDecision reads it; converting it to Go maps first costs
+// an allocation per value).
+var (
+	evalReadTxn   = rego.EvalTransaction(readTxn{})
+	evalNoMetrics = rego.EvalMetrics(opametrics.NoOp())
+	evalASTResult = rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil })
+)
 
 // watch polls the source every WatchInterval and reloads when a file's
 // size or modification time changed. A refused revision is not retried

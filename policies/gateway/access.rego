@@ -19,9 +19,7 @@ profile := p if {
 	p := data.portcullis.access.keys[input.principal.key_alias]
 } else := p if {
 	p := data.portcullis.access.teams[input.principal.team_id]
-} else := p if {
-	p := data.portcullis.access["default"]
-}
+} else := data.portcullis.access["default"]
 
 # who names the caller in messages.
 who := sprintf("key %s", [input.principal.key_alias]) if {
@@ -36,13 +34,8 @@ deny contains {
 	"code": "model_not_allowed", "status": 403,
 	"message": sprintf("%s may not use model %s", [who, input.llm.model]),
 } if {
-	profile.models
-	not model_allowed
-}
-
-model_allowed if {
-	some pattern in profile.models
-	glob.match(pattern, ["/"], input.llm.model)
+	models := profile.models
+	not portcullis.glob_any(models, input.llm.model)
 }
 
 # model_override routes the request to another model group.
@@ -65,9 +58,10 @@ deny contains {
 	"code": "provider_not_allowed", "status": 403,
 	"message": sprintf("%s may not use provider %s (model %s)", [who, p, input.llm.model]),
 } if {
-	profile.providers
+	providers := profile.providers
+	not portcullis.glob_all(providers, candidates)
 	some p in candidates
-	not provider_allowed(p)
+	not portcullis.glob_any(providers, p)
 }
 
 deny contains {
@@ -78,53 +72,17 @@ deny contains {
 	not candidates
 }
 
-provider_allowed(p) if {
-	some pattern in profile.providers
-	glob.match(pattern, ["/"], p)
-}
-
 # --- time windows ---------------------------------------------------------
 
 deny contains {
 	"code": "outside_hours", "status": 403,
 	"message": sprintf("%s may use the gateway only %s", [who, hours_text]),
 } if {
-	profile.hours
-	not within_hours
+	hours := profile.hours
+	not portcullis.within_hours(hours, input.request.time_ns)
 }
 
 tz := object.get(profile.hours, "tz", "UTC")
-
-within_hours if {
-	[hour, _, _] := time.clock([input.request.time_ns, tz])
-	in_window(hour, object.get(profile.hours, "from", 0), object.get(profile.hours, "to", 24))
-	day_allowed
-}
-
-in_window(hour, from, to) if {
-	from <= to
-	hour >= from
-	hour < to
-}
-
-# An overnight window such as 22 → 6.
-in_window(hour, from, to) if {
-	from > to
-	hour >= from
-}
-
-in_window(hour, from, to) if {
-	from > to
-	hour < to
-}
-
-day_allowed if not profile.hours.days
-
-day_allowed if {
-	day := lower(substring(time.weekday([input.request.time_ns, tz]), 0, 3))
-	some d in profile.hours.days
-	lower(substring(d, 0, 3)) == day
-}
 
 hours_text := sprintf("from %v to %v h (%s) on %v", [
 	object.get(profile.hours, "from", 0), object.get(profile.hours, "to", 24), tz,
@@ -163,7 +121,8 @@ deny contains {
 	"code": "region_not_allowed", "status": 403,
 	"message": sprintf("%s may not call from region %s", [who, r]),
 } if {
-	profile.regions
+	regions := profile.regions
 	r := region
-	not r in {lower(x) | some x in profile.regions}
+	not r in regions
+	not r in {lower(x) | some x in regions}
 }

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"github.com/portcullis/portcullis/engine/errs"
 	"slices"
 	"strconv"
 	"strings"
@@ -592,31 +593,5 @@ func appendAnthropicUsage(b []byte, t llm.Tokens) []byte {
 }
 
 // appendMinimalString encodes s as a JSON string escaping only what JSON
-// requires (quote, backslash, control characters): text keeps its bytes.
-func appendMinimalString(b []byte, s string) []byte {
-	const hexd = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hexd[c>>4], hexd[c&0xf])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
+// requires: text keeps its bytes.
+func appendMinimalString(b []byte, s string) []byte { return errs.AppendJSONText(b, s) }

@@ -216,13 +216,21 @@ func (e *Error) AppendAnthropic(b []byte) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// AppendJSONString appends s as a JSON string literal.
-func AppendJSONString(b []byte, s string) []byte {
+// AppendJSONString appends s as a JSON string literal, escaping <, > and &
+// as encoding/json does (error messages may echo client input).
+func AppendJSONString(b []byte, s string) []byte { return appendJSON(b, s, true) }
+
+// AppendJSONText appends s as a JSON string literal escaping only what
+// JSON requires (quote, backslash, control characters), so text keeps its
+// bytes (a cached answer replays byte for byte).
+func AppendJSONText(b []byte, s string) []byte { return appendJSON(b, s, false) }
+
+func appendJSON(b []byte, s string, html bool) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+		if c >= 0x20 && c != '"' && c != '\\' && (!html || (c != '<' && c != '>' && c != '&')) {
 			continue
 		}
 		b = append(b, s[start:i]...)

@@ -25,6 +25,21 @@ const (
 	AnthropicMessages         // /v1/messages request, response and events
 )
 
+// Path is the endpoint's canonical path ("" for none).
+func (d Dialect) Path() string {
+	switch d {
+	case OpenAIChat:
+		return "/v1/chat/completions"
+	case OpenAICompletion:
+		return "/v1/completions"
+	case OpenAIEmbedding:
+		return "/v1/embeddings"
+	case AnthropicMessages:
+		return "/v1/messages"
+	}
+	return ""
+}
+
 func (d Dialect) String() string {
 	switch d {
 	case OpenAIChat:

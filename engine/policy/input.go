@@ -94,15 +94,15 @@ var (
 func endpointName(d llm.Dialect) (name, path string) {
 	switch d {
 	case llm.OpenAIChat:
-		return "chat.completions", "/v1/chat/completions"
+		name = "chat.completions"
 	case llm.OpenAICompletion:
-		return "completions", "/v1/completions"
+		name = "completions"
 	case llm.OpenAIEmbedding:
-		return "embeddings", "/v1/embeddings"
+		name = "embeddings"
 	case llm.AnthropicMessages:
-		return "messages", "/v1/messages"
+		name = "messages"
 	}
-	return "", ""
+	return name, d.Path()
 }
 
 // requestLine is what *fasthttp.RequestHeader offers beyond Peek.

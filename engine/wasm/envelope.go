@@ -17,17 +17,18 @@ import (
 
 // endpoint returns the envelope's endpoint name and path for a dialect.
 func endpoint(d llm.Dialect) (name, path string) {
+	name = "unknown"
 	switch d {
 	case llm.OpenAIChat:
-		return "chat", "/v1/chat/completions"
+		name = "chat"
 	case llm.OpenAICompletion:
-		return "completions", "/v1/completions"
+		name = "completions"
 	case llm.OpenAIEmbedding:
-		return "embeddings", "/v1/embeddings"
+		name = "embeddings"
 	case llm.AnthropicMessages:
-		return "messages", "/v1/messages"
+		name = "messages"
 	}
-	return "unknown", ""
+	return name, d.Path()
 }
 
 // secretHeaders never reach a plugin (sdk/ABI.md §3).

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"github.com/portcullis/portcullis/engine/errs"
+	"github.com/portcullis/portcullis/engine/translate"
 	"slices"
 	"strconv"
 	"strings"
@@ -554,27 +555,7 @@ func appendLit(b []byte, lit, def string) []byte {
 // appendOpenAIUsage appends an OpenAI usage object for t (the details
 // only for chat).
 func appendOpenAIUsage(b []byte, t llm.Tokens, details bool) []byte {
-	b = append(b, `{"prompt_tokens":`...)
-	b = strconv.AppendInt(b, int64(t.Prompt), 10)
-	b = append(b, `,"completion_tokens":`...)
-	b = strconv.AppendInt(b, int64(t.Completion), 10)
-	b = append(b, `,"total_tokens":`...)
-	b = strconv.AppendInt(b, int64(t.Total()), 10)
-	if details {
-		b = append(b, `,"prompt_tokens_details":{"cached_tokens":`...)
-		b = strconv.AppendInt(b, int64(t.CachedRead), 10)
-		if t.CacheWrite > 0 {
-			b = append(b, `,"cache_creation_tokens":`...)
-			b = strconv.AppendInt(b, int64(t.CacheWrite), 10)
-		}
-		b = append(b, '}')
-		if t.Reasoning > 0 {
-			b = append(b, `,"completion_tokens_details":{"reasoning_tokens":`...)
-			b = strconv.AppendInt(b, int64(t.Reasoning), 10)
-			b = append(b, '}')
-		}
-	}
-	return append(b, '}')
+	return translate.AppendOpenAIUsage(b, t, details)
 }
 
 // appendAnthropicUsage appends an Anthropic usage object for t (whose

@@ -408,14 +408,22 @@ func anthropicUsage(t llm.Tokens) anthUsage {
 	return anthUsage{InputTokens: in, CacheCreationInputTokens: t.CacheWrite, CacheReadInputTokens: t.CachedRead, OutputTokens: t.Completion}
 }
 
-// appendOpenAIUsage appends the OpenAI usage object for t.
-func appendOpenAIUsage(b []byte, t llm.Tokens) []byte {
+// appendOpenAIUsage appends the OpenAI chat usage object for t.
+func appendOpenAIUsage(b []byte, t llm.Tokens) []byte { return AppendOpenAIUsage(b, t, true) }
+
+// AppendOpenAIUsage appends an OpenAI usage object for t; details adds
+// prompt_tokens_details and completion_tokens_details (chat), without
+// them it is the legacy completions shape.
+func AppendOpenAIUsage(b []byte, t llm.Tokens, details bool) []byte {
 	b = append(b, `{"prompt_tokens":`...)
 	b = strconv.AppendInt(b, int64(t.Prompt), 10)
 	b = append(b, `,"completion_tokens":`...)
 	b = strconv.AppendInt(b, int64(t.Completion), 10)
 	b = append(b, `,"total_tokens":`...)
 	b = strconv.AppendInt(b, int64(t.Total()), 10)
+	if !details {
+		return append(b, '}')
+	}
 	b = append(b, `,"prompt_tokens_details":{"cached_tokens":`...)
 	b = strconv.AppendInt(b, int64(t.CachedRead), 10)
 	if t.CacheWrite > 0 {

@@ -135,6 +135,9 @@ func serve(args []string) int {
 		zap.String("storage", cfg.Storage.Path),
 		zap.Int("models", len(rt.Router.Names())), zap.Bool("master_key", rt.Master != nil), zap.String("version", version))
 
+	if addr := os.Getenv("PORTCULLIS_PPROF_ADDR"); addr != "" {
+		servePprof(addr, log)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	sigs := make(chan os.Signal, 2)

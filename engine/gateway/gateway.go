@@ -102,6 +102,7 @@ func Build(cfg *config.Config, o Options) (*Runtime, error) {
 			continue
 		}
 		base, _ := provider.ResolveBase(info, m.APIBase, o.Getenv)
+		rt.client.Prepare(base)
 		if base == "" {
 			problems = append(problems, config.Problem{Path: m.Path + ".litellm_params.api_base",
 				Msg: fmt.Sprintf("required for %s/ models (or set %s_API_BASE)", m.Provider, info.EnvPrefixes[0])})

@@ -3,9 +3,11 @@ package provider
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +30,12 @@ const DefaultTimeout = 10 * time.Minute
 // maxErrorBody bounds how much of an upstream error body is read.
 const maxErrorBody = 64 << 10
 
+// DialTimeout bounds connecting to an upstream: the TCP connection and,
+// for https, the TLS handshake (the call's own deadline when sooner).
+// LiteLLM's HTTP clients connect within 5 s too; a slow or unreachable
+// host then fails over instead of holding the request.
+const DialTimeout = 5 * time.Second
+
 // Client is the upstream HTTP client a snapshot shares between its
 // deployments: a pooled fasthttp client whose connections are tracked, so
 // that a stream can move its connection from the header deadline (time to
@@ -36,6 +44,10 @@ const maxErrorBody = 64 << 10
 type Client struct {
 	*fasthttp.Client
 	conns sync.Map // local address -> net.Conn
+	// tls: "host:port" of the https upstreams (Prepare) -> *tls.Config;
+	// their handshake happens in the dial goroutine.
+	tls      sync.Map
+	sessions tls.ClientSessionCache
 }
 
 type trackedConn struct {
@@ -49,6 +61,12 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// trackedTLSConn is a tracked connection whose TLS handshake is done: its
+// Handshake method tells fasthttp not to wrap it in TLS again.
+type trackedTLSConn struct{ trackedConn }
+
+func (c *trackedTLSConn) Handshake() error { return c.Conn.(*tls.Conn).Handshake() }
+
 // extendDeadline sets the read deadline of the connection resp arrived on.
 func (c *Client) extendDeadline(resp *fasthttp.Response, deadline time.Time) {
 	if v, ok := c.conns.Load(resp.LocalAddr().String()); ok {
@@ -59,7 +77,7 @@ func (c *Client) extendDeadline(resp *fasthttp.Response, deadline time.Time) {
 // NewClient returns a snapshot's upstream client. Response bodies are
 // buffered unless a call streams.
 func NewClient() *Client {
-	c := &Client{}
+	c := &Client{sessions: tls.NewLRUClientSessionCache(0)}
 	dialer := &fasthttp.TCPDialer{Concurrency: 0, DNSCacheDuration: time.Minute}
 	c.Client = &fasthttp.Client{
 		Name:                     "portcullis",
@@ -80,17 +98,87 @@ func NewClient() *Client {
 		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) {
 			return false, false
 		},
-		Dial: func(addr string) (net.Conn, error) {
-			conn, err := dialer.Dial(addr)
-			if err != nil {
-				return nil, err
-			}
-			key := conn.LocalAddr().String()
-			c.conns.Store(key, conn)
-			return &trackedConn{Conn: conn, key: key, table: &c.conns}, nil
+		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
+			return c.dial(dialer, addr, timeout)
 		},
 	}
 	return c
+}
+
+// Prepare tells the client that base (a deployment's API base URL) is
+// served over https, so that its connections are dialled with their TLS
+// handshake in the dial goroutine. Without it fasthttp does the handshake
+// itself (correct, only deeper in the request's stack).
+func (c *Client) Prepare(base string) {
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
+		return
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	addr := net.JoinHostPort(u.Hostname(), port)
+	c.tls.LoadOrStore(addr, &tls.Config{
+		ServerName: u.Hostname(), ClientSessionCache: c.sessions, MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+	})
+}
+
+type dialed struct {
+	conn net.Conn
+	err  error
+}
+
+// dial connects to addr in a goroutine of its own and waits for it. The
+// resolver, connect and TLS handshake run tens of frames deeper than the
+// request that needs the connection; run inline they would grow every
+// request goroutine's stack to 16 KiB or more, and a goroutine that then
+// holds an idle stream keeps that stack (bench/ scenario (e)). A new
+// connection costs a goroutine; a pooled one costs nothing.
+func (c *Client) dial(d *fasthttp.TCPDialer, addr string, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 || timeout > DialTimeout {
+		timeout = DialTimeout
+	}
+	var cfg *tls.Config
+	if v, ok := c.tls.Load(addr); ok {
+		cfg = v.(*tls.Config)
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		deadline := time.Now().Add(timeout)
+		conn, err := d.DialTimeout(addr, timeout)
+		if err == nil && cfg != nil {
+			conn, err = handshake(conn, cfg, deadline)
+		}
+		ch <- dialed{conn, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		return nil, r.err
+	}
+	key := r.conn.LocalAddr().String()
+	c.conns.Store(key, r.conn)
+	t := trackedConn{Conn: r.conn, key: key, table: &c.conns}
+	if cfg != nil {
+		return &trackedTLSConn{t}, nil
+	}
+	return &t, nil
+}
+
+func handshake(raw net.Conn, cfg *tls.Config, deadline time.Time) (net.Conn, error) {
+	conn := tls.Client(raw, cfg)
+	_ = conn.SetDeadline(deadline)
+	if err := conn.Handshake(); err != nil {
+		_ = raw.Close()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, fasthttp.ErrTLSHandshakeTimeout
+		}
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, nil
 }
 
 // Endpoint is one upstream URL with the headers every call to it carries,
@@ -215,6 +303,13 @@ func (s *httpStream) Next() (sse.Event, error) {
 	return ev, err
 }
 
+// Wait implements Waiter.
+func (s *httpStream) Wait() {
+	if !s.closed.Load() {
+		s.rd.Wait()
+	}
+}
+
 // Close ends the stream. It may be called from another goroutine (a
 // deadline timer) while Next is blocked: the connection is interrupted and
 // Next returns an error.
@@ -241,7 +336,7 @@ func (ep *Endpoint) transportError(err error) *errs.Error {
 		// not the upstream's fault: no cooldown, no fallback storm.
 		return errs.New(503, errs.CodeUnavailable, ep.Provider+": the gateway is out of connections ("+localCause(err)+"); try again").Wrap(err)
 	}
-	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) {
+	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) || errors.Is(err, fasthttp.ErrTLSHandshakeTimeout) {
 		e := errs.New(408, errs.CodeUpstreamTimeout, ep.Provider+": upstream request timed out")
 		e.Retryable, e.Fallback, e.Provider = true, true, ep.Provider
 		return e.Wrap(err)

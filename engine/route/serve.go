@@ -452,6 +452,25 @@ func (s *watched) Next() (sse.Event, error) {
 	return ev, err
 }
 
+// Wait implements provider.Waiter: it waits for the inner stream under
+// the idle deadline, as Next does.
+func (s *watched) Wait() {
+	if len(s.held) > 0 || s.hasFirst {
+		return
+	}
+	w, ok := s.inner.(provider.Waiter)
+	if !ok {
+		return
+	}
+	if s.idle > 0 {
+		s.arm(s.idle)
+	}
+	w.Wait()
+	if s.idle > 0 {
+		s.disarm()
+	}
+}
+
 func (s *watched) Close() error {
 	s.disarm()
 	return s.inner.Close()

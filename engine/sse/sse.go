@@ -49,10 +49,10 @@ func NewReader(r io.Reader, maxEvent int) *Reader {
 	if maxEvent <= 0 {
 		maxEvent = DefaultMaxEvent
 	}
-	// 1 KiB holds a typical chat chunk (200-600 bytes); the buffer grows
-	// for larger events. It lives as long as the stream, so thousands of
-	// idle streams pay for its size.
-	return &Reader{src: r, max: maxEvent, buf: make([]byte, 1024)}
+	// 512 bytes hold a typical chat chunk (150-400 bytes); the buffer
+	// doubles for larger events. It lives as long as the stream, so
+	// thousands of idle streams pay for its size.
+	return &Reader{src: r, max: maxEvent, buf: make([]byte, 512)}
 }
 
 // Reset points the reader at a new stream, keeping its buffers.
@@ -95,6 +95,48 @@ func (r *Reader) fill() error {
 	}
 	r.eof = io.ErrNoProgress
 	return r.eof
+}
+
+// Wait reads until the buffer holds a complete event with data, or the
+// input ends or fails (Next then reports it). It does not parse: it lets
+// a caller block with a shallow call stack (see provider.Waiter), after
+// which Next returns without reading.
+func (r *Reader) Wait() {
+	for !r.pending() {
+		if r.fill() != nil {
+			return
+		}
+	}
+}
+
+// pending reports whether the unread bytes hold a complete event with a
+// data line: a data line, then an empty line. Comment-only and field-only
+// blocks before it are skipped, as Next skips them.
+func (r *Reader) pending() bool {
+	b := r.buf[r.start:r.end]
+	if r.skipLF && len(b) > 0 && b[0] == '\n' {
+		b = b[1:]
+	}
+	data := false
+	for {
+		i := bytes.IndexAny(b, "\r\n")
+		if i < 0 {
+			return false
+		}
+		l := b[:i]
+		if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
+			i++
+		}
+		b = b[i+1:]
+		switch {
+		case len(l) == 0:
+			if data {
+				return true
+			}
+		case bytes.HasPrefix(l, []byte("data")) && (len(l) == 4 || l[4] == ':'):
+			data = true
+		}
+	}
 }
 
 // line returns the next line without its terminator. At the end of input a

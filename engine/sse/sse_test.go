@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 type ev struct{ name, data string }
@@ -26,26 +27,29 @@ func readAll(t testing.TB, r io.Reader, max int) ([]ev, error) {
 	}
 }
 
+// readerCases are the parser's cases, shared by TestReader and
+// TestWaitThenNextNeverReads.
+var readerCases = []struct {
+	name string
+	in   string
+	want []ev
+	err  error
+}{
+	{"openai", "data: {\"a\":1}\n\ndata: [DONE]\n\n", []ev{{"", `{"a":1}`}, {"", "[DONE]"}}, nil},
+	{"anthropic", "event: message_start\ndata: {}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n", []ev{{"message_start", "{}"}, {"ping", `{"type": "ping"}`}}, nil},
+	{"crlf", "event: x\r\ndata: 1\r\n\r\n", []ev{{"x", "1"}}, nil},
+	{"lone cr", "data: 1\r\rdata: 2\r\r", []ev{{"", "1"}, {"", "2"}}, nil},
+	{"comments and unknown fields", ": keepalive\nid: 7\nretry: 10\ndata: x\n\n", []ev{{"", "x"}}, nil},
+	{"multiline data", "data: a\ndata: b\n\n", []ev{{"", "a\nb"}}, nil},
+	{"no space after colon", "data:x\n\n", []ev{{"", "x"}}, nil},
+	{"event without data is dropped", "event: e\n\ndata: y\n\n", []ev{{"", "y"}}, nil},
+	{"missing final blank line", "data: [DONE]\n", []ev{{"", "[DONE]"}}, nil},
+	{"cut mid line", "data: {\"a\":1}\n\ndata: {\"b\"", []ev{{"", `{"a":1}`}}, io.ErrUnexpectedEOF},
+	{"empty", "", nil, nil},
+}
+
 func TestReader(t *testing.T) {
-	cases := []struct {
-		name string
-		in   string
-		want []ev
-		err  error
-	}{
-		{"openai", "data: {\"a\":1}\n\ndata: [DONE]\n\n", []ev{{"", `{"a":1}`}, {"", "[DONE]"}}, nil},
-		{"anthropic", "event: message_start\ndata: {}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n", []ev{{"message_start", "{}"}, {"ping", `{"type": "ping"}`}}, nil},
-		{"crlf", "event: x\r\ndata: 1\r\n\r\n", []ev{{"x", "1"}}, nil},
-		{"lone cr", "data: 1\r\rdata: 2\r\r", []ev{{"", "1"}, {"", "2"}}, nil},
-		{"comments and unknown fields", ": keepalive\nid: 7\nretry: 10\ndata: x\n\n", []ev{{"", "x"}}, nil},
-		{"multiline data", "data: a\ndata: b\n\n", []ev{{"", "a\nb"}}, nil},
-		{"no space after colon", "data:x\n\n", []ev{{"", "x"}}, nil},
-		{"event without data is dropped", "event: e\n\ndata: y\n\n", []ev{{"", "y"}}, nil},
-		{"missing final blank line", "data: [DONE]\n", []ev{{"", "[DONE]"}}, nil},
-		{"cut mid line", "data: {\"a\":1}\n\ndata: {\"b\"", []ev{{"", `{"a":1}`}}, io.ErrUnexpectedEOF},
-		{"empty", "", nil, nil},
-	}
-	for _, c := range cases {
+	for _, c := range readerCases {
 		for _, mode := range []string{"whole", "onebyte"} {
 			t.Run(c.name+"/"+mode, func(t *testing.T) {
 				var r io.Reader = strings.NewReader(c.in)
@@ -141,4 +145,89 @@ func FuzzReader(f *testing.F) {
 			t.Fatalf("re-framed %d events into %d", len(got), len(again))
 		}
 	})
+}
+
+// Wait leaves a complete event buffered: the Next after it never reads
+// (so a caller can block in Wait with a shallow stack), and the events
+// are those Next alone returns.
+func TestWaitThenNextNeverReads(t *testing.T) {
+	for _, c := range readerCases {
+		t.Run(c.name, func(t *testing.T) {
+			src := &countingReader{r: iotest.OneByteReader(strings.NewReader(c.in))}
+			sr := NewReader(src, 0)
+			var got []ev
+			var err error
+			for {
+				sr.Wait()
+				before := src.reads
+				var e Event
+				e, err = sr.Next()
+				if err != nil {
+					break
+				}
+				if src.reads != before {
+					t.Fatalf("Next read %d more times after Wait (event %q)", src.reads-before, e.Data)
+				}
+				got = append(got, ev{string(e.Name), string(e.Data)})
+			}
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			if !errors.Is(err, c.err) && !(c.err == nil && err == nil) {
+				t.Fatalf("err = %v, want %v", err, c.err)
+			}
+			if len(got) != len(c.want) {
+				t.Fatalf("got %q, want %q", got, c.want)
+			}
+			for i := range got {
+				if got[i] != c.want[i] {
+					t.Fatalf("event %d = %q, want %q", i, got[i], c.want[i])
+				}
+			}
+		})
+	}
+}
+
+// Wait returns as soon as a complete event is buffered, without waiting
+// for more input; a comment alone does not end the wait.
+func TestWaitReturnsOnCompleteEvent(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	sr := NewReader(pr, 0)
+	done := make(chan struct{})
+	go func() {
+		sr.Wait()
+		close(done)
+	}()
+	// The writes are in goroutines: a pipe write blocks until read, and a
+	// failing Wait stops reading.
+	go func() {
+		_, _ = pw.Write([]byte(": keep-alive\n\n"))
+		_, _ = pw.Write([]byte("data: {\"a\""))
+	}()
+	select {
+	case <-done:
+		t.Fatal("Wait returned on a comment and a partial event")
+	case <-time.After(50 * time.Millisecond):
+	}
+	go func() { _, _ = pw.Write([]byte("}\r\n\r\n")) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return on a complete event")
+	}
+	e, err := sr.Next()
+	if err != nil || string(e.Data) != `{"a"}` {
+		t.Fatalf("Next = %q, %v", e.Data, err)
+	}
+}
+
+type countingReader struct {
+	r     io.Reader
+	reads int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.reads++
+	return c.r.Read(p)
 }

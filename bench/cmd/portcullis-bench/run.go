@@ -1024,6 +1024,7 @@ func (b *bench) idle(t *target) (*idleSide, error) {
 	s.with, _ = procstat.ReadMem(pid)
 	if t.gateway {
 		s.rt = scrapeRuntime(t.addr)
+		b.saveProfiles(t, "idle")
 	}
 	if t.proc.exited() {
 		return s, errors.New(t.name + " exited while holding idle streams; see " + t.proc.log)
@@ -1038,6 +1039,36 @@ func (b *bench) idle(t *target) (*idleSide, error) {
 	time.Sleep(2 * time.Second)
 	s.after, _ = procstat.ReadMem(pid)
 	return s, nil
+}
+
+// saveProfiles writes the gateway's heap and goroutine profiles into the
+// output directory as <what>-<target>-heap.pprof and -goroutine.pprof when
+// PORTCULLIS_PPROF_ADDR is set (the gateways inherit it; the first one
+// started serves Go's profiling endpoints there, so run one scenario, e.g.
+// -only idle). For work on memory: go tool pprof -sample_index=inuse_space.
+func (b *bench) saveProfiles(t *target, what string) {
+	addr := os.Getenv("PORTCULLIS_PPROF_ADDR")
+	if addr == "" {
+		return
+	}
+	cl := &http.Client{Timeout: 30 * time.Second}
+	for _, p := range []string{"heap", "goroutine"} {
+		resp, err := cl.Get("http://" + addr + "/debug/pprof/" + p)
+		if err != nil {
+			b.log("  profile %s: %v", p, err)
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			b.log("  profile %s: HTTP %d %v", p, resp.StatusCode, err)
+			continue
+		}
+		f := filepath.Join(b.out, what+"-"+t.key+"-"+p+".pprof")
+		if err := os.WriteFile(f, body, 0o644); err == nil {
+			b.log("  profile %s written to %s", p, f)
+		}
+	}
 }
 
 // runtimeGauges are the Go runtime gauges read from the gateway's /metrics.

@@ -1,0 +1,160 @@
+package provider
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/engine/llm"
+)
+
+// tlsUpstream answers chat completions over https, as JSON or as a
+// three-event stream.
+func tlsUpstream(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Accept") == "text/event-stream" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := 0; i < 3; i++ {
+				fmt.Fprintf(w, "data: {\"n\":%d}\n\n", i)
+				w.(http.Flusher).Flush()
+			}
+			fmt.Fprint(w, "data: [DONE]\n\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ok":true}`)
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the untrusted test's refused handshakes
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func trust(srv *httptest.Server) *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	return pool
+}
+
+// An https upstream that Prepare announced is dialled with the TLS
+// handshake in the dial goroutine (the tracked connection is our
+// *tls.Conn, which fasthttp does not wrap again); JSON and streams work.
+func TestHTTPSUpstreamHandshakeInDialGoroutine(t *testing.T) {
+	srv := tlsUpstream(t)
+	c := NewClient()
+	c.Prepare(srv.URL + "/v1")
+	addr := strings.TrimPrefix(srv.URL, "https://")
+	v, ok := c.tls.Load(addr)
+	if !ok {
+		t.Fatalf("Prepare did not register %s", addr)
+	}
+	cfg := v.(*tls.Config)
+	cfg.RootCAs = trust(srv)
+	if host, _, _ := net.SplitHostPort(addr); cfg.ServerName != host {
+		t.Fatalf("ServerName %q, want %q", cfg.ServerName, host)
+	}
+	ep := &Endpoint{Provider: "openai", Client: c, URL: srv.URL + "/v1/chat/completions"}
+	resp, err := ep.Do(context.Background(), &Request{Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(resp.Body) != `{"ok":true}` {
+		t.Fatalf("body %q", resp.Body)
+	}
+	resp.Release()
+	n := 0
+	c.conns.Range(func(_, v any) bool {
+		if _, ok := v.(*tls.Conn); !ok {
+			t.Errorf("tracked connection is %T, want *tls.Conn", v)
+		}
+		n++
+		return true
+	})
+	if n != 1 {
+		t.Fatalf("%d tracked connections, want 1", n)
+	}
+
+	resp, err = ep.Do(context.Background(), &Request{Stream: true, Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Stream.Close()
+	w, ok := resp.Stream.(Waiter)
+	if !ok {
+		t.Fatalf("%T is not a Waiter", resp.Stream)
+	}
+	var got []string
+	for {
+		w.Wait()
+		ev, err := resp.Stream.Next()
+		if err != nil {
+			break
+		}
+		got = append(got, string(ev.Data))
+	}
+	if strings.Join(got, " ") != `{"n":0} {"n":1} {"n":2} [DONE]` {
+		t.Fatalf("events %q", got)
+	}
+}
+
+// An https upstream Prepare was not told of is still served: fasthttp
+// does the handshake.
+func TestHTTPSUpstreamWithoutPrepare(t *testing.T) {
+	srv := tlsUpstream(t)
+	c := NewClient()
+	c.Client.TLSConfig = &tls.Config{RootCAs: trust(srv), MinVersion: tls.VersionTLS12}
+	ep := &Endpoint{Provider: "openai", Client: c, URL: srv.URL + "/v1/chat/completions"}
+	resp, err := ep.Do(context.Background(), &Request{Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Release()
+	if string(resp.Body) != `{"ok":true}` {
+		t.Fatalf("body %q", resp.Body)
+	}
+}
+
+// A handshake that fails (an untrusted certificate) is an upstream error
+// that names the cause, and leaves no tracked connection behind.
+func TestHTTPSUpstreamUntrusted(t *testing.T) {
+	srv := tlsUpstream(t)
+	c := NewClient()
+	c.Prepare(srv.URL)
+	ep := &Endpoint{Provider: "openai", Client: c, URL: srv.URL + "/v1/chat/completions"}
+	_, err := ep.Do(context.Background(), &Request{Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("err = %v, want a certificate error", err)
+	}
+	c.conns.Range(func(k, _ any) bool {
+		t.Errorf("connection %v still tracked", k)
+		return true
+	})
+}
+
+func TestPrepareIgnoresPlainHTTPAndDefaultsPort(t *testing.T) {
+	c := NewClient()
+	c.Prepare("http://127.0.0.1:9000/v1")
+	c.Prepare("https://api.example.com/v1")
+	c.Prepare("::bad")
+	n := 0
+	c.tls.Range(func(k, _ any) bool {
+		if k != "api.example.com:443" {
+			t.Errorf("registered %v", k)
+		}
+		n++
+		return true
+	})
+	if n != 1 {
+		t.Fatalf("%d registered, want 1", n)
+	}
+}

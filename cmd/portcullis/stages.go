@@ -14,6 +14,7 @@ import (
 	"github.com/portcullis/portcullis/engine/gateway"
 	"github.com/portcullis/portcullis/engine/pipeline"
 	"github.com/portcullis/portcullis/engine/policy"
+	"github.com/portcullis/portcullis/engine/pricing"
 	"github.com/portcullis/portcullis/engine/route"
 	"github.com/portcullis/portcullis/engine/telemetry"
 	"github.com/portcullis/portcullis/engine/wasm"
@@ -37,7 +38,8 @@ type stages struct {
 func openStages(cfg *config.Config, log *zap.Logger, m *telemetry.Metrics) (*stages, error) {
 	s := &stages{wasm: wasm.NewMetrics(m.Registry), log: log}
 	if cfg.Policy.Dir != "" || cfg.Policy.Bundle != "" {
-		eng, err := policy.New(cfg.Policy, policy.Options{Log: log.Named("policy"), Metrics: m.Registry, Providers: s.providers})
+		eng, err := policy.New(cfg.Policy, policy.Options{Log: log.Named("policy"), Metrics: m.Registry, Providers: s.providers,
+			Price: s.price})
 		if err != nil {
 			return nil, err
 		}
@@ -62,6 +64,15 @@ func (s *stages) providers(group string) []string {
 		return nil
 	}
 	return s.holder.Current().Router.Providers(group)
+}
+
+// price is the price of the dearest deployment of a model group in the
+// current snapshot, for the policies' llm.estimated_cost.
+func (s *stages) price(group string) (pricing.Price, bool) {
+	if s.holder == nil {
+		return pricing.Price{}, false
+	}
+	return s.holder.Current().GroupPrice(group)
 }
 
 // ops are the operator endpoints: policy status and reload.

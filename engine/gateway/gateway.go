@@ -295,6 +295,23 @@ func (rt *Runtime) buildModels(deps []*route.Deployment) {
 	rt.ModelsJSON, _ = json.Marshal(list)
 }
 
+// GroupPrice is the price of the dearest deployment of a model group (an
+// exact name or a wildcard group), field by field (pricing.Max: at least
+// every deployment's price for every kind of token); false when no group
+// serves the name. Policies price a request with it before routing
+// (policy.Options.Price).
+func (rt *Runtime) GroupPrice(group string) (pricing.Price, bool) {
+	g, ok := rt.Router.Group(group)
+	if !ok || len(g.Deployments) == 0 {
+		return pricing.Price{}, false
+	}
+	p := g.Deployments[0].Price
+	for _, d := range g.Deployments[1:] {
+		p = pricing.Max(p, d.Price)
+	}
+	return p, true
+}
+
 func (rt *Runtime) cleanup() {
 	rt.cleanOnce.Do(func() {
 		for _, p := range rt.providers {

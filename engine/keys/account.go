@@ -27,6 +27,10 @@ type Account struct {
 // Spent returns the settled spend this period.
 func (a *Account) Spent() int64 { return a.spent.Load() }
 
+// ResetAt returns the unix time in nanoseconds of the next budget reset; 0:
+// never.
+func (a *Account) ResetAt() int64 { return a.resetAt.Load() }
+
 // Reserved returns what requests in flight have reserved.
 func (a *Account) Reserved() int64 { return a.reserved.Load() }
 

@@ -40,6 +40,7 @@ type Estimator interface {
 type limits struct {
 	budget, soft       int64
 	period             Period
+	duration           string // budget_duration as configured
 	rpm, tpm, parallel int64
 	modelBudget        map[string]int64
 	modelRPM, modelTPM map[string]int64
@@ -63,6 +64,9 @@ func compileLimits(l store.Limits) limits {
 		c.parallel = *l.MaxParallel
 	}
 	c.period, _ = ParsePeriod(l.BudgetDuration)
+	if !c.period.IsZero() {
+		c.duration = l.BudgetDuration
+	}
 	c.modelBudget, c.modelRPM, c.modelTPM = l.ModelMaxBudget, l.ModelRPMLimit, l.ModelTPMLimit
 	return c
 }
@@ -93,16 +97,50 @@ type Meta struct {
 	version  int64
 	acct     *Account
 	metadata []byte
+	modelSrc []string // the allow-list as stored
+	// principal is the policies' view of the key with its team, built on
+	// first use and again when the team's snapshot changes.
+	principal atomic.Pointer[principalMemo]
+}
+
+// principalMemo is a key's Principal and the team snapshot it was built
+// with.
+type principalMemo struct {
+	team *owner
+	p    *pipeline.Principal
+}
+
+// principalFor returns the Principal of meta with team (nil: none), shared by
+// every request until the key or the team changes.
+func (meta *Meta) principalFor(team *owner) *pipeline.Principal {
+	if pm := meta.principal.Load(); pm != nil && pm.team == team {
+		return pm.p
+	}
+	p := &pipeline.Principal{
+		Metadata: meta.metadata, Budget: meta.lim.budgetOf(meta.acct),
+		RPMLimit: meta.lim.rpm, TPMLimit: meta.lim.tpm, MaxParallel: meta.lim.parallel, Models: meta.modelSrc,
+	}
+	if team != nil {
+		b := team.lim.budgetOf(team.acct)
+		p.TeamMetadata, p.TeamBudget = team.metadata, &b
+	}
+	meta.principal.Store(&principalMemo{team: team, p: p})
+	return p
+}
+
+func (l *limits) budgetOf(a *Account) pipeline.Budget {
+	return pipeline.Budget{Max: l.budget, Duration: l.duration, Account: a}
 }
 
 // owner is the snapshot of a team or a user.
 type owner struct {
-	id      string
-	models  Models
-	lim     limits
-	blocked bool
-	deleted bool
-	acct    *Account
+	id       string
+	models   Models
+	lim      limits
+	blocked  bool
+	deleted  bool
+	acct     *Account
+	metadata []byte
 }
 
 type ownerSlot struct{ p atomic.Pointer[owner] }
@@ -226,7 +264,7 @@ func (m *Manager) compile(k *store.Key) *Meta {
 	meta := &Meta{
 		Hash: k.Hash, Prefix: k.Prefix, Alias: k.KeyAlias, TeamID: k.TeamID, UserID: k.UserID,
 		models: CompileModels(k.Models), lim: compileLimits(k.Limits), blocked: k.Blocked,
-		version: k.UpdatedAt.UnixNano(), metadata: k.Metadata,
+		version: k.UpdatedAt.UnixNano(), metadata: k.Metadata, modelSrc: k.Models,
 	}
 	if k.ExpiresAt != nil {
 		meta.expires = k.ExpiresAt.UnixNano()
@@ -291,7 +329,8 @@ func (m *Manager) owner(ctx context.Context, kind string, id string) (*owner, er
 }
 
 func (m *Manager) compileTeam(t *store.Team) *owner {
-	o := &owner{id: t.TeamID, models: CompileModels(t.Models), lim: compileLimits(t.Limits), blocked: t.Blocked}
+	o := &owner{id: t.TeamID, models: CompileModels(t.Models), lim: compileLimits(t.Limits), blocked: t.Blocked,
+		metadata: t.Metadata}
 	o.acct = m.account(&m.teamAccts, t.TeamID, t.Spend, t.Limits.BudgetResetAt, o.lim.period, t.CreatedAt)
 	return o
 }

@@ -386,3 +386,92 @@ func BenchmarkAuthLimitsReserveSettle(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(st.gets.Load()-misses)/float64(b.N), "store-lookups/op")
 }
+
+// TestPrincipalSnapshot: an admitted request carries the key's Principal:
+// metadata, limits and budgets (the team's too) read from the cached
+// snapshot, the spend from the live account; the same pointer for every
+// request of the key, a new one when the key or its team changes, none for
+// the master key.
+func TestPrincipalSnapshot(t *testing.T) {
+	st := newMem()
+	reset := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	st.teams["t1"] = &store.Team{TeamID: "t1", Metadata: []byte(`{"cost_center":"cc-7"}`),
+		Limits: store.Limits{MaxBudget: i64(5_000_000_000)}}
+	k := st.add("sk-p", store.Key{TeamID: "t1", Models: []string{"gpt-4o", "claude-*"}, Metadata: []byte(`{"department":"finance"}`),
+		Spend: 1000, Limits: store.Limits{MaxBudget: i64(1_000_000), BudgetDuration: "30d", BudgetResetAt: &reset,
+			RPMLimit: i64(60), MaxParallel: i64(4)}})
+	st.add("sk-bare", store.Key{})
+	m, _ := New(Options{Store: st, MasterKey: "sk-master", Estimator: fixedEstimate(100)})
+
+	x := exchange("sk-p")
+	if err := m.Serve(x, ok); err != nil {
+		t.Fatal(err)
+	}
+	p := x.Principal
+	if p == nil || string(p.Metadata) != `{"department":"finance"}` || string(p.TeamMetadata) != `{"cost_center":"cc-7"}` ||
+		p.RPMLimit != 60 || p.TPMLimit != -1 || p.MaxParallel != 4 || len(p.Models) != 2 || p.Models[1] != "claude-*" {
+		t.Fatalf("principal %+v", p)
+	}
+	if p.Budget.Max != 1_000_000 || p.Budget.Duration != "30d" || p.Budget.Account.Spent() != 1000 ||
+		p.Budget.Account.ResetAt() != reset.UnixNano() {
+		t.Fatalf("key budget %+v", p.Budget)
+	}
+	if p.TeamBudget == nil || p.TeamBudget.Max != 5_000_000_000 || p.TeamBudget.Duration != "" || p.TeamBudget.Account.ResetAt() != 0 {
+		t.Fatalf("team budget %+v", p.TeamBudget)
+	}
+	// The spend is the live one: settling moves it.
+	x.Cost = 300
+	x.Settler.Settle(x)
+	if got := p.Budget.Account.Spent(); got != 1300 {
+		t.Fatalf("spend after settling: %d, want 1300", got)
+	}
+	m.cache.Wait()
+	y := exchange("sk-p")
+	if err := m.Serve(y, ok); err != nil {
+		t.Fatal(err)
+	}
+	if y.Principal != p {
+		t.Fatal("a second request of the key built another Principal")
+	}
+	y.Settler.Settle(y)
+
+	// A team change is seen at once, through a new Principal.
+	m.TeamChanged(&store.Team{TeamID: "t1", Metadata: []byte(`{"cost_center":"cc-8"}`)})
+	z := exchange("sk-p")
+	if err := m.Serve(z, ok); err != nil {
+		t.Fatal(err)
+	}
+	if z.Principal == p || string(z.Principal.TeamMetadata) != `{"cost_center":"cc-8"}` || z.Principal.TeamBudget.Max != -1 {
+		t.Fatalf("after the team changed: %+v", z.Principal)
+	}
+	z.Settler.Settle(z)
+
+	// A key change too.
+	changed := *k
+	changed.Metadata = []byte(`{"department":"legal"}`)
+	changed.UpdatedAt = time.Now().Add(time.Second)
+	m.KeyChanged(&changed)
+	z = exchange("sk-p")
+	if err := m.Serve(z, ok); err != nil {
+		t.Fatal(err)
+	}
+	if string(z.Principal.Metadata) != `{"department":"legal"}` {
+		t.Fatalf("after the key changed: %s", z.Principal.Metadata)
+	}
+	z.Settler.Settle(z)
+
+	// No team, no limits.
+	b := exchange("sk-bare")
+	if err := m.Serve(b, ok); err != nil {
+		t.Fatal(err)
+	}
+	if bp := b.Principal; bp == nil || bp.TeamBudget != nil || bp.Budget.Max != -1 || bp.RPMLimit != -1 || len(bp.Metadata) != 0 {
+		t.Fatalf("bare key: %+v", bp)
+	}
+	b.Settler.Settle(b)
+
+	mx := exchange("sk-master")
+	if err := m.Serve(mx, ok); err != nil || mx.Principal != nil {
+		t.Fatalf("master key: %v %+v", err, mx.Principal)
+	}
+}

@@ -124,6 +124,7 @@ func (m *Manager) Serve(x *pipeline.Exchange, next pipeline.Handler) error {
 		return e
 	}
 	x.Settler = r
+	x.Principal = meta.principalFor(team)
 	return next(x)
 }
 

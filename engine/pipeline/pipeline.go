@@ -78,6 +78,11 @@ type Exchange struct {
 	// Settler settles what the key stage reserved, once the cost is known
 	// (called by the server when the response is complete, or failed).
 	Settler interface{ Settle(x *Exchange) }
+	// Principal is the authenticated virtual key's metadata, budgets and
+	// limits (policies read them); nil for the master key and anonymous
+	// requests. It is the key stage's snapshot, shared between requests:
+	// never modified.
+	Principal *Principal
 
 	// Routing inputs read from the request: LiteLLM's "tags" (or
 	// metadata.tags), per-request "fallbacks" and "num_retries".
@@ -159,6 +164,48 @@ type Exchange struct {
 
 	filters [maxFilters]Filter
 	nfilter int
+}
+
+// Principal is what the key stage knows about a virtual key beyond its
+// ids, for the stages after it (policies). The key stage builds one per key
+// snapshot and team snapshot and hands every request of the key the same
+// pointer, so nothing is copied or decoded per request: it is immutable,
+// except that the Budgets read live counters.
+type Principal struct {
+	// Metadata and TeamMetadata are the key's and its team's metadata
+	// (raw JSON, an object as stored by /key/generate, /team/new); nil or
+	// not an object: none.
+	Metadata, TeamMetadata []byte
+	// Budget is the key's; TeamBudget its team's (nil: no team).
+	Budget     Budget
+	TeamBudget *Budget
+	// RPMLimit, TPMLimit and MaxParallel are the key's limits; -1: none.
+	RPMLimit, TPMLimit, MaxParallel int64
+	// Models is the key's model allow-list as configured (empty: any).
+	Models []string
+	// Memo holds what a consumer derives from the snapshot once, such as
+	// the policy stage's input terms; the first CompareAndSwap(nil, v)
+	// wins.
+	Memo atomic.Value
+}
+
+// Budget is one budget of a Principal.
+type Budget struct {
+	// Max is the budget in nano-dollars per period; -1: none.
+	Max int64
+	// Duration is the period as configured ("30d", "monthly"); "": the
+	// budget never resets.
+	Duration string
+	// Account is the live state the budget check uses.
+	Account BudgetAccount
+}
+
+// BudgetAccount reads a budget's live counters (keys.Account).
+type BudgetAccount interface {
+	// Spent is the nano-dollars settled in the current period.
+	Spent() int64
+	// ResetAt is the unix time in nanoseconds of the next reset; 0: never.
+	ResetAt() int64
 }
 
 // RouteGroup is the model group to serve: the route override, or the
@@ -261,7 +308,8 @@ var pool = sync.Pool{New: func() any { return new(Exchange) }}
 // Acquire returns a cleared Exchange.
 func Acquire() *Exchange { return pool.Get().(*Exchange) }
 
-// Release clears x and returns it to the pool; x must not be used after.
+// Release clears x (every field, Principal included) and returns it to the
+// pool; x must not be used after.
 func Release(x *Exchange) {
 	if x.Response != nil {
 		x.Response.Release()

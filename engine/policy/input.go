@@ -85,6 +85,7 @@ var (
 	kTruncated  = ast.StringTerm("truncated")
 	kPromptB    = ast.StringTerm("prompt_bytes")
 	kEstTokens  = ast.StringTerm("estimated_prompt_tokens")
+	kEstCost    = ast.StringTerm("estimated_cost")
 	kFinal      = ast.StringTerm("final")
 	kWindow     = ast.StringTerm("window")
 	kOffset     = ast.StringTerm("offset")

@@ -152,6 +152,7 @@ func TestIRMatchesTopdown(t *testing.T) {
 				}
 				return nil
 			}
+			e.price = gpt4oPrice
 			src, err := readSource(dir, "")
 			if err != nil {
 				t.Fatal(err)
@@ -163,6 +164,8 @@ func TestIRMatchesTopdown(t *testing.T) {
 					x.TeamID, x.KeyAlias = team, "ci-bot"
 					if i%2 == 1 {
 						x.KeyAlias = ""
+					} else {
+						x.Principal = testPrincipal()
 					}
 					in := e.Input(x)
 					h.runLazy("data.gateway.decision", e.buildInput(x).value(), in)

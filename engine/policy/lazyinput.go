@@ -66,9 +66,9 @@ const (
 var memberKeys = [nodeCount][]*ast.Term{
 	nodeRoot:      {kRequest, kPrincipal, kLLM},
 	nodeRequest:   {kID, kMethod, kPath, kTimeNS, kHeaders},
-	nodePrincipal: {kKeyAlias, kKeyHash, kTeamID, kUserID, kAuthed},
+	nodePrincipal: {kKeyAlias, kKeyHash, kTeamID, kUserID, kAuthed, kMetadata, kTeamMetadata, kBudget, kTeamBudget, kLimits},
 	nodeLLM: {kEndpoint, kDialect, kModel, kStream, kModelGroup, kProvider, kDeployment, kUpstream, kProviders,
-		kMaxTokens, kTags, kMessages, kTools, kTemp, kMetadata, kTruncated, kPromptB, kEstTokens},
+		kMaxTokens, kTags, kMessages, kTools, kTemp, kMetadata, kTruncated, kPromptB, kEstTokens, kEstCost},
 }
 
 // memberNames are memberKeys as strings.
@@ -94,8 +94,8 @@ func memberAt(node int, k string) int {
 // maxMembers bounds a node's members (the llm's are the most);
 // memberTotal is the members of all nodes.
 const (
-	maxMembers  = 18
-	memberTotal = 3 + 5 + 5 + 18
+	maxMembers  = 19
+	memberTotal = 3 + 5 + 10 + 19
 )
 
 // memberOffsets place each node's members in inputDoc.vals.
@@ -237,6 +237,8 @@ func (d *inputDoc) member(n, i int) *ast.Term {
 			return ast.StringTerm(x.UserID) // an end user's id is not kept in names
 		case 4:
 			return ast.InternedTerm(x.KeyHash != "" || x.KeyAlias != "")
+		default:
+			return principalMember(x.Principal, i)
 		}
 		if s == "" {
 			return nil
@@ -303,11 +305,16 @@ func (d *inputDoc) llmMember(i int) *ast.Term {
 	case 16:
 		return ast.IntNumberTerm(b.total)
 	case 17:
-		// An estimate: about four bytes of English text per token.
-		return ast.IntNumberTerm((b.total + 3) / 4)
+		return ast.IntNumberTerm(estimatedTokens(b))
+	case 18:
+		return d.estimatedCost(estimatedTokens(b))
 	}
 	return nil
 }
+
+// estimatedTokens is llm.estimated_prompt_tokens: about four bytes of
+// English text per token.
+func estimatedTokens(b *bodyFacts) int { return (b.total + 3) / 4 }
 
 func (d *inputDoc) group() string {
 	if d.x.ModelGroup != "" {

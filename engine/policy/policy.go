@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portcullis/portcullis/engine/config"
+	"github.com/portcullis/portcullis/engine/pricing"
 )
 
 // Options are the engine's process-level dependencies.
@@ -42,6 +43,11 @@ type Options struct {
 	// the model list); the input carries them as llm.providers so a
 	// provider rule can be checked before routing. Nil: unknown.
 	Providers func(modelGroup string) []string
+	// Price returns the price of the dearest deployment of a model group
+	// (pricing.Max over its deployments), false when the group is unknown;
+	// the input prices the request with it as llm.estimated_cost. Nil:
+	// unknown (estimated_cost is null).
+	Price func(modelGroup string) (pricing.Price, bool)
 	// Headers is the allow-list of request headers put into the input
 	// (lower-case). Nil: DefaultHeaders. Credentials are never included.
 	Headers []string
@@ -71,6 +77,7 @@ type Engine struct {
 	keys     atomic.Uint64
 	headers  []headerName
 	provider func(string) []string
+	price    func(string) (pricing.Price, bool)
 
 	reloadMu sync.Mutex // one reload at a time
 	statusMu sync.Mutex
@@ -118,7 +125,7 @@ func New(s config.PolicySettings, o Options) (*Engine, error) {
 		return nil, errors.New("policy: set dir or bundle")
 	}
 	s = withDefaults(s)
-	e := &Engine{s: s, log: o.Log, pii: newPIIDetector(), provider: o.Providers, met: newMetrics(o.Metrics)}
+	e := &Engine{s: s, log: o.Log, pii: newPIIDetector(), provider: o.Providers, price: o.Price, met: newMetrics(o.Metrics)}
 	if e.log == nil {
 		e.log = zap.NewNop()
 	}

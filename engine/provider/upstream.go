@@ -93,16 +93,30 @@ func NewClient() *Client {
 		WriteBufferSize:               4 << 10,
 		MaxResponseBodySize:           256 << 20,
 		DisableHeaderNamesNormalizing: false,
-		// Retries are the router's decision, never the client's.
-		MaxIdemponentCallAttempts: 1,
-		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) {
-			return false, false
+		// Retries are the router's decision, with one exception: a
+		// request that met a closed connection before any response byte
+		// (an upstream that closed an idle keep-alive connection the pool
+		// still held: fasthttp does not probe pooled connections) is sent
+		// once more, on another connection. The upstream never answered
+		// it, and counting it as a failed attempt would cool a healthy
+		// deployment down.
+		MaxIdemponentCallAttempts: 2,
+		RetryIfErr: func(_ *fasthttp.Request, attempts int, err error) (bool, bool) {
+			return false, attempts == 1 && closedBeforeResponse(err)
 		},
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
 			return c.dial(dialer, addr, timeout)
 		},
 	}
 	return c
+}
+
+// closedBeforeResponse reports an upstream connection closed before the
+// first byte of the response: a plain EOF (a connection cut later, in the
+// headers or the body, is io.ErrUnexpectedEOF and is not retried: the
+// upstream may have done the work).
+func closedBeforeResponse(err error) bool {
+	return err == io.EOF || errors.Is(err, fasthttp.ErrConnectionClosed)
 }
 
 // Prepare tells the client that base (a deployment's API base URL) is

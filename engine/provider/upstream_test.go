@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,5 +158,98 @@ func TestPrepareIgnoresPlainHTTPAndDefaultsPort(t *testing.T) {
 	})
 	if n != 1 {
 		t.Fatalf("%d registered, want 1", n)
+	}
+}
+
+// closingUpstream answers each request on a connection with a keep-alive
+// JSON response, then closes the connection after idle (as upstreams
+// close idle keep-alive connections). It counts the requests it read.
+func closingUpstream(t *testing.T, idle time.Duration) (addr string, requests *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	requests = &atomic.Int32{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					_ = c.SetReadDeadline(time.Now().Add(idle))
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return // idle too long: close, as a real upstream does
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					requests.Add(1)
+					body := `{"ok":true}`
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+				}
+			}(c)
+		}
+	}()
+	return ln.Addr().String(), requests
+}
+
+// A pooled connection the upstream closed while idle costs no failed
+// request: the request goes out once more on a new connection, and the
+// upstream sees each request once.
+func TestStaleIdleConnectionIsRetriedOnce(t *testing.T) {
+	addr, requests := closingUpstream(t, 50*time.Millisecond)
+	c := NewClient()
+	ep := &Endpoint{Provider: "openai", Client: c, URL: "http://" + addr + "/v1/chat/completions"}
+	for i := 0; i < 3; i++ {
+		resp, err := ep.Do(context.Background(), &Request{Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp.Release()
+		time.Sleep(150 * time.Millisecond) // the upstream closes the idle connection
+	}
+	if n := requests.Load(); n != 3 {
+		t.Fatalf("upstream read %d requests, want 3", n)
+	}
+}
+
+// A connection cut in the middle of a response is not retried: the
+// upstream may have done the work.
+func TestResponseCutMidwayIsNotRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var requests atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				requests.Add(1)
+				fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"cho")
+			}(c)
+		}
+	}()
+	ep := &Endpoint{Provider: "openai", Client: NewClient(), URL: "http://" + ln.Addr().String() + "/v1/chat/completions"}
+	_, err = ep.Do(context.Background(), &Request{Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
+	if err == nil {
+		t.Fatal("a cut response succeeded")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := requests.Load(); n != 1 {
+		t.Fatalf("upstream read %d requests, want 1 (no retry)", n)
 	}
 }

@@ -99,6 +99,7 @@ portcullis:
   server:
     max_body_bytes: 1048576
     read_timeout: 10s
+    reduce_memory: true
   log:
     format: json
     level: warn
@@ -127,7 +128,7 @@ some_unknown_top_key: 1
 	if c.General.MasterKey != "sk-1234" || c.General.DatabaseURL == "" || !c.LiteLLM.DropParams || c.LiteLLM.RequestTimeout != 600*time.Second {
 		t.Fatalf("settings: %+v %+v", c.General, c.LiteLLM)
 	}
-	if c.Server.MaxBodyBytes != 1<<20 || c.Server.ReadTimeout != 10*time.Second || c.Log.Format != "json" {
+	if c.Server.MaxBodyBytes != 1<<20 || c.Server.ReadTimeout != 10*time.Second || !c.Server.ReduceMemory || c.Log.Format != "json" {
 		t.Fatalf("portcullis: %+v %+v", c.Server, c.Log)
 	}
 	warns := strings.Join(probs(c.Warnings), "\n")

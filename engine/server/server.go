@@ -146,14 +146,11 @@ func New(o Options) *Server {
 		WriteTimeout:       st.WriteTimeout,
 		IdleTimeout:        st.IdleTimeout,
 		Concurrency:        st.MaxConns,
-		// Request headers up to 8 KiB (larger: 431). With
-		// ReduceMemoryUsage the read buffer goes back to fasthttp's pool
-		// once a request is read, and the write buffer once a response is
-		// written: an idle keep-alive connection holds neither, and an
-		// open stream holds only the write buffer (8 KiB less per stream:
-		// bench/ scenario (e)).
+		// Request headers up to 8 KiB (larger: 431). The buffer is held
+		// for the life of a connection, streams included, unless
+		// server.reduce_memory is set (see config.ServerSettings).
 		ReadBufferSize:                8 << 10,
-		ReduceMemoryUsage:             true,
+		ReduceMemoryUsage:             st.ReduceMemory,
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,
 		DisablePreParseMultipartForm:  true,

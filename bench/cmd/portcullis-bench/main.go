@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/portcullis/portcullis/bench/internal/barehop"
@@ -64,12 +65,21 @@ func serveUpstream(args []string) int {
 	}
 	raiseNoFile()
 	exitAfter(*lifetime)
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	// -listen may name several addresses (comma-separated), served alike:
+	// (e) gives each hop its own destination address, so that one hop's
+	// 10,000 closed upstream connections (in TIME_WAIT for a minute) do
+	// not crowd the next hop's ephemeral ports to the same destination.
+	srv := upstream.Server(cfg)
+	errc := make(chan error, 1)
+	for _, a := range strings.Split(*listen, ",") {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		go func() { errc <- srv.Serve(ln) }()
 	}
-	if err := upstream.Server(cfg).Serve(ln); err != nil {
+	if err := <-errc; err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

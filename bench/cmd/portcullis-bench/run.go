@@ -107,6 +107,8 @@ type bench struct {
 	bare   *target
 	pc     *target
 	pcWarn *target
+	// (e) also measures a gateway with server.reduce_memory
+	pcMem *target
 	// (b) the gateway with a master key, policies and a plugin, driven
 	// with one virtual key; pcFullU is the same with the plugin untrusted
 	pcFull, pcFullU *target
@@ -330,7 +332,11 @@ func (b *bench) setup(gwBin string) error {
 	upAddr := hostPort(upPort)
 	life := (b.m.maxRuntime + time.Minute).String()
 
-	b.up, err = start("fake upstream", "", filepath.Join(b.out, "upstream.log"), self, "upstream", "-listen", upAddr,
+	listen := upAddr
+	for _, h := range idleHosts {
+		listen += "," + net.JoinHostPort(h, strconv.Itoa(upPort))
+	}
+	b.up, err = start("fake upstream", "", filepath.Join(b.out, "upstream.log"), self, "upstream", "-listen", listen,
 		"-chunks", fmt.Sprint(b.m.chunks), "-gap", b.m.gap.String(), "-idle-gap", "60s", "-lifetime", life)
 	if err != nil {
 		return err
@@ -414,11 +420,18 @@ func (b *bench) setup(gwBin string) error {
 // scenarios need, appending (a)'s to all.
 func (b *bench) startOtherGateways(gwBin string, upPort int, all *[]*target) (err error) {
 	if b.sel["pass"] || b.sel["tput"] || b.sel["stream"] || b.sel["idle"] || b.sel["cache"] {
-		if b.pc, err = b.startGateway(gwBin, "portcullis", gwOpts{upPort: upPort}); err != nil {
+		if b.pc, err = b.startGateway(gwBin, "portcullis", gwOpts{upPort: upPort, idleHost: idleHosts[0]}); err != nil {
 			return err
 		}
 		b.pc.key, b.pc.name = "pc", "portcullis"
 		*all = append(*all, b.pc)
+	}
+	if b.sel["idle"] {
+		if b.pcMem, err = b.startGateway(gwBin, "portcullis-mem", gwOpts{upPort: upPort, reduceMemory: true, idleHost: idleHosts[1]}); err != nil {
+			return err
+		}
+		b.pcMem.key, b.pcMem.name = "pcmem", "portcullis (server.reduce_memory)"
+		*all = append(*all, b.pcMem)
 	}
 	if b.sel["pass"] || b.sel["tput"] {
 		if b.pcWarn, err = b.startGateway(gwBin, "portcullis-warn", gwOpts{upPort: upPort, level: "warn"}); err != nil {
@@ -451,7 +464,16 @@ type gwOpts struct {
 	trusted bool
 	// cache turns the response cache on (litellm_settings.cache)
 	cache bool
+	// reduceMemory is portcullis.server.reduce_memory
+	reduceMemory bool
+	// idleHost is the fake upstream's address for (e)'s streams (one of
+	// idleHosts); "" = 127.0.0.1
+	idleHost string
 }
+
+// idleHosts are the fake upstream's extra addresses, one per gateway that
+// holds (e)'s idle streams (the bare hop uses 127.0.0.1).
+var idleHosts = []string{"127.0.0.2", "127.0.0.3"}
 
 // benchPrice is what the gateways with a master key charge for the
 // deployment (gpt-4o's list price), so that budgets reserve and settle
@@ -467,6 +489,10 @@ func gatewayConfig(o gwOpts) string {
 	if o.master != "" {
 		price = benchPrice
 	}
+	idleHost := o.idleHost
+	if idleHost == "" {
+		idleHost = "127.0.0.1"
+	}
 	s := fmt.Sprintf(`# written by portcullis-bench
 model_list:
   - model_name: bench
@@ -478,21 +504,24 @@ model_list:
     litellm_params:
       model: openai/bench
       api_key: sk-bench
-      api_base: http://127.0.0.1:%d/idle/v1%s
+      api_base: http://%s:%d/idle/v1%s
   - model_name: bench-large
     litellm_params:
       model: openai/bench
       api_key: sk-bench
       api_base: http://127.0.0.1:%d/large/v1%s
-`, o.upPort, price, o.upPort, price, o.upPort, price)
+`, o.upPort, price, idleHost, o.upPort, price, o.upPort, price)
 	if o.cache {
 		s += "litellm_settings:\n  cache: true\n"
 	}
 	if o.master != "" {
 		s += "general_settings:\n  master_key: " + o.master + "\n"
 	}
-	if o.level != "" || o.cacheKeys > 0 || o.policyDir != "" || o.plugin != "" {
+	if o.level != "" || o.cacheKeys > 0 || o.policyDir != "" || o.plugin != "" || o.reduceMemory {
 		s += "portcullis:\n"
+	}
+	if o.reduceMemory {
+		s += "  server:\n    reduce_memory: true\n"
 	}
 	if o.level != "" {
 		s += "  log:\n    level: " + o.level + "\n"
@@ -929,7 +958,7 @@ func (b *bench) streaming(r *results) (err error) {
 // idleStreams is scenario (e).
 func (b *bench) idleStreams(r *results) error {
 	b.log("(e) %d idle streams, opened at %v/s from 8 loopback addresses, held %v", b.streams, b.m.idleRamp, b.m.idleHold)
-	for _, t := range []*target{b.bare, b.pc} {
+	for _, t := range []*target{b.bare, b.pc, b.pcMem} {
 		s, err := b.idle(t)
 		if err != nil {
 			return err

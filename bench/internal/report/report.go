@@ -44,6 +44,7 @@ var Rules = []Rule{
 	{Key: "passthrough.cpu_us_per_req", Label: "gateway CPU per request at the fixed rate (µs)", Floor: 1},
 	{Key: "throughput.cpu_us_per_req", Label: "gateway CPU per request at max throughput (µs)", Floor: 1},
 	{Key: "idle.rss_mib", Label: "gateway RSS with the idle streams (MiB)", Floor: 1},
+	{Key: "idle.rss_reduce_memory_mib", Label: "gateway RSS with the idle streams, server.reduce_memory (MiB)", Floor: 1},
 	// (b) with policies and a plugin; the earlier "pipeline.*" keys were
 	// (b) without them, not compared with these.
 	{Key: "fullpipeline.added_p50_us", Label: "full pipeline added latency p50 (µs)", Floor: 5},

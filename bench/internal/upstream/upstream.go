@@ -144,6 +144,10 @@ func Handler(cfg Config) fasthttp.RequestHandler {
 		ctx.SetContentType("text/event-stream")
 		ctx.Response.Header.Set("Cache-Control", "no-cache")
 		if idle {
+			// The connection closes with the stream: a hop must not keep
+			// 10,000 released streams' connections in its pool (the next
+			// hop's streams need the descriptors).
+			ctx.SetConnectionClose()
 			done := rel.current()
 			ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 				_, _ = w.Write(chunks[1])

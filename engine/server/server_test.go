@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -688,5 +689,50 @@ func TestReduceMemoryKeepAliveAcrossStreams(t *testing.T) {
 		if extra == "" && !strings.Contains(string(b), `"choices"`) {
 			t.Fatalf("not a completion: %s", b)
 		}
+	}
+}
+
+// A client that stops reading a stream is cut off after the write
+// timeout: the gateway does not block on it forever, and when the client
+// reads again the stream has been cut (no terminal event).
+func TestStalledStreamReaderIsCutOff(t *testing.T) {
+	h := newHarness(t, `
+  - model_name: endless
+    litellm_params:
+      model: openai/gpt-4o-chunks-300000
+      api_key: sk-test
+`, config.ServerSettings{WriteTimeout: 300 * time.Millisecond})
+	// A reader that keeps up gets a stream three times longer than the
+	// write timeout (102 chunks 10 ms apart): the deadline moves with it.
+	_, b := h.post("/v1/chat/completions", chat("slow", `,"stream":true`))
+	if ev := events(b); len(ev) != 103 || ev[len(ev)-1][1] != "[DONE]" {
+		t.Fatalf("a healthy stream longer than the write timeout was cut: %d events", len(ev))
+	}
+	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if tc, ok := c.(*net.TCPConn); ok {
+		// Small enough to fill quickly, above loopback's 64 KiB MSS (a
+		// window under one segment makes the sender trickle after a stall).
+		_ = tc.SetReadBuffer(256 << 10)
+	}
+	body := chat("endless", `,"stream":true`)
+	fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // stop reading: the gateway's writes block
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	rest, err := io.ReadAll(resp.Body)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("after the stall the stream went on for 20 s (%d bytes): a stalled reader was not cut off", len(rest))
+	}
+	if strings.Contains(string(rest), "[DONE]") {
+		t.Fatal("the whole stream arrived: a stalled reader was not cut off")
 	}
 }

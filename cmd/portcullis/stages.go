@@ -77,32 +77,38 @@ func (s *stages) price(group string) (pricing.Price, bool) {
 
 // ops are the operator endpoints: policy status and reload.
 func (s *stages) ops() map[string]fasthttp.RequestHandler {
+	ops := map[string]fasthttp.RequestHandler{}
+	if s.cache != nil {
+		// LiteLLM's /cache/ping, /cache/delete, /cache/flushall.
+		for path, h := range s.cache.AdminHandlers() {
+			ops[path] = h
+		}
+	}
 	if s.policy == nil {
-		return nil
+		return ops
 	}
 	status := func(ctx *fasthttp.RequestCtx) {
 		b, _ := json.Marshal(s.policy.Status())
 		ctx.SetContentType("application/json")
 		ctx.SetBody(b)
 	}
-	return map[string]fasthttp.RequestHandler{
-		"/policy/status": status,
-		"/policy/reload": func(ctx *fasthttp.RequestCtx) {
-			if !ctx.IsPost() {
-				ctx.Response.Header.Set("Allow", "POST")
-				ctx.SetStatusCode(405)
-				ctx.SetBodyString(`{"error":{"message":"use POST","type":"invalid_request_error","code":"method_not_allowed"}}`)
-				return
-			}
-			c, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := s.policy.Reload(c); err != nil {
-				// The running revision stays; the reason is in the status.
-				ctx.SetStatusCode(422)
-			}
-			status(ctx)
-		},
+	ops["/policy/status"] = status
+	ops["/policy/reload"] = func(ctx *fasthttp.RequestCtx) {
+		if !ctx.IsPost() {
+			ctx.Response.Header.Set("Allow", "POST")
+			ctx.SetStatusCode(405)
+			ctx.SetBodyString(`{"error":{"message":"use POST","type":"invalid_request_error","code":"method_not_allowed"}}`)
+			return
+		}
+		c, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := s.policy.Reload(c); err != nil {
+			// The running revision stays; the reason is in the status.
+			ctx.SetStatusCode(422)
+		}
+		status(ctx)
 	}
+	return ops
 }
 
 // plugins compiles a snapshot's Wasm plugins (module paths relative to

@@ -402,15 +402,31 @@ func isErrorEvent(d llm.Dialect, ev sse.Event) bool {
 // watched wraps an upstream stream: it replays the peeked first event and
 // closes the upstream when no event arrives within the idle timeout, so a
 // stalled upstream ends with an error instead of hanging the client.
+//
+// The idle deadline costs no timer operation per event: Next and Wait
+// record when they start waiting (an atomic store), and one timer per
+// stream wakes up every idle period to compare. The deadline counts only
+// while the gateway waits for the upstream, never while it is blocked
+// writing to a slow client.
 type watched struct {
 	inner    provider.Stream
 	held     []sse.Event
 	first    sse.Event
 	hasFirst bool
 	idle     time.Duration
-	timer    *time.Timer
+	timer    *time.Timer // the time-to-first-token deadline (awaitFirst)
 	fired    atomic.Bool
+	// idle watchdog: waiting is when the current wait began (monotonic
+	// nanoseconds since epoch), 0 when not waiting.
+	idleTimer *time.Timer
+	waiting   atomic.Int64
+	closed    atomic.Bool // the watchdog stops re-arming
 }
+
+// epoch is the origin of the watchdog's monotonic clock.
+var epoch = time.Now()
+
+func monoNow() int64 { return int64(time.Since(epoch)) }
 
 func (s *watched) arm(d time.Duration) {
 	if s.timer == nil {
@@ -429,6 +445,45 @@ func (s *watched) disarm() {
 	}
 }
 
+// beginWait starts the idle deadline of one wait for the upstream.
+func (s *watched) beginWait() {
+	if s.idle <= 0 {
+		return
+	}
+	s.waiting.Store(monoNow())
+	if s.idleTimer == nil {
+		// Created stopped and then armed, so that the callback sees the
+		// field set.
+		s.idleTimer = time.AfterFunc(time.Hour, s.checkIdle)
+		s.idleTimer.Reset(s.idle)
+	}
+}
+
+func (s *watched) endWait() {
+	if s.idle > 0 {
+		s.waiting.Store(0)
+	}
+}
+
+// checkIdle runs on the watchdog timer: it ends a wait that has lasted the
+// idle timeout, and otherwise looks again when the current wait would.
+func (s *watched) checkIdle() {
+	if s.closed.Load() {
+		return
+	}
+	w := s.waiting.Load()
+	if w == 0 {
+		s.idleTimer.Reset(s.idle)
+		return
+	}
+	if waited := time.Duration(monoNow() - w); waited < s.idle {
+		s.idleTimer.Reset(s.idle - waited)
+		return
+	}
+	s.fired.Store(true)
+	_ = s.inner.Close()
+}
+
 func (s *watched) Next() (sse.Event, error) {
 	if len(s.held) > 0 {
 		ev := s.held[0]
@@ -439,13 +494,9 @@ func (s *watched) Next() (sse.Event, error) {
 		s.hasFirst = false
 		return s.first, nil
 	}
-	if s.idle > 0 {
-		s.arm(s.idle)
-	}
+	s.beginWait()
 	ev, err := s.inner.Next()
-	if s.idle > 0 {
-		s.disarm()
-	}
+	s.endWait()
 	if err != nil && s.fired.Load() {
 		return ev, errs.New(408, errs.CodeUpstreamTimeout, "upstream stream idle for more than "+s.idle.String())
 	}
@@ -462,16 +513,16 @@ func (s *watched) Wait() {
 	if !ok {
 		return
 	}
-	if s.idle > 0 {
-		s.arm(s.idle)
-	}
+	s.beginWait()
 	w.Wait()
-	if s.idle > 0 {
-		s.disarm()
-	}
+	s.endWait()
 }
 
 func (s *watched) Close() error {
+	s.closed.Store(true)
 	s.disarm()
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+	}
 	return s.inner.Close()
 }

@@ -30,6 +30,10 @@ type reservation struct {
 	est       int64 // nano-dollars reserved in each budgeted account
 	estTokens int64
 	settled   bool
+	// for Readmit
+	meta         *Meta
+	team, user   *owner
+	promptTokens int
 }
 
 var reservationPool = sync.Pool{New: func() any { return new(reservation) }}
@@ -81,14 +85,7 @@ func (m *Manager) Serve(x *pipeline.Exchange, next pipeline.Handler) error {
 			return errs.New(503, errs.CodeUnavailable, "key store unavailable").Wrap(err)
 		}
 	}
-	var teamModels *Models
-	if team != nil {
-		teamModels = &team.models
-	}
-	if !meta.models.Allows(x.Model, teamModels) || (team != nil && !team.models.Allows(x.Model, nil)) ||
-		(user != nil && !user.models.Allows(x.Model, nil)) {
-		e := errs.New(403, "model_not_allowed", "This key is not allowed to access model `"+x.Model+"`.")
-		e.Param = "model"
+	if e := modelAllowed(x.Model, meta, team, user); e != nil {
 		return e
 	}
 	x.KeyHash, x.KeyAlias, x.TeamID, x.UserID = meta.Hash, meta.Alias, meta.TeamID, meta.UserID
@@ -104,7 +101,7 @@ func (m *Manager) Serve(x *pipeline.Exchange, next pipeline.Handler) error {
 		est, maxOut = m.est.Estimate(x.Model, x.RequestFallbacks, promptTokens, x.MaxTokens)
 	}
 	r := reservationPool.Get().(*reservation)
-	*r = reservation{m: m, est: est, estTokens: int64(promptTokens + maxOut)}
+	*r = reservation{m: m, est: est, estTokens: int64(promptTokens + maxOut), meta: meta, team: team, user: user, promptTokens: promptTokens}
 	r.add(meta.acct, &meta.lim, "key", meta.Hash)
 	if team != nil {
 		r.add(team.acct, &team.lim, "team", team.id)
@@ -175,6 +172,62 @@ func (r *reservation) admit(now int64, meta *Meta, team, user *owner) *errs.Erro
 			return budgetExceeded(c)
 		}
 	}
+	return nil
+}
+
+// modelAllowed checks model against the key's, its team's and its user's
+// model lists.
+func modelAllowed(model string, meta *Meta, team, user *owner) *errs.Error {
+	var teamModels *Models
+	if team != nil {
+		teamModels = &team.models
+	}
+	if !meta.models.Allows(model, teamModels) || (team != nil && !team.models.Allows(model, nil)) ||
+		(user != nil && !user.models.Allows(model, nil)) {
+		e := errs.New(403, "model_not_allowed", "This key is not allowed to access model `"+model+"`.")
+		e.Param = "model"
+		return e
+	}
+	return nil
+}
+
+// Readmit implements pipeline.Readmitter. A later stage changed the model
+// group (a policy's model override, a plugin's route) or lowered
+// max_tokens: the key's model lists are checked against the group now
+// served, and the budget reservation follows the new estimate — a dearer
+// model reserves the difference in every budgeted account (all or
+// nothing: 400 budget_exceeded when it does not fit), a cheaper one
+// releases it. Per-model limits (model_max_budget, model_rpm_limit...)
+// stay with the model the client asked for.
+func (r *reservation) Readmit(x *pipeline.Exchange) error {
+	model := x.RouteGroup()
+	if model != x.Model {
+		if e := modelAllowed(model, r.meta, r.team, r.user); e != nil {
+			return e
+		}
+	}
+	if r.m.est == nil {
+		return nil
+	}
+	est, _ := r.m.est.Estimate(model, x.RequestFallbacks, r.promptTokens, x.MaxTokens)
+	d := est - r.est
+	switch {
+	case d > 0:
+		for i := 0; i < r.n; i++ {
+			c := &r.charges[i]
+			if !c.acct.reserve(d, c.budget) {
+				for j := 0; j < i; j++ {
+					r.charges[j].acct.release(d, r.charges[j].budget)
+				}
+				return budgetExceeded(c)
+			}
+		}
+	case d < 0:
+		for i := 0; i < r.n; i++ {
+			r.charges[i].acct.release(-d, r.charges[i].budget)
+		}
+	}
+	r.est = est
 	return nil
 }
 

@@ -38,6 +38,24 @@ func Chain(mws []Middleware, final Handler) Handler {
 	return h
 }
 
+// Readmitter is implemented by a Settler whose admission depends on the
+// model group and max_tokens (the key stage's reservation). A stage that
+// changes either after admission (a policy's model override or token cap,
+// a plugin's route) calls Readmit (see Exchange.Readmit) before the
+// request goes on; an error denies the request.
+type Readmitter interface {
+	Readmit(x *Exchange) error
+}
+
+// Readmit asks the stage that admitted the request to admit it again for
+// the current route and max_tokens; nil when nothing admitted it.
+func (x *Exchange) Readmit() error {
+	if r, ok := x.Settler.(Readmitter); ok {
+		return r.Readmit(x)
+	}
+	return nil
+}
+
 // Exchange is the state of one request from parse to the last log line.
 //
 // Ownership: the server acquires an Exchange from a pool for each request

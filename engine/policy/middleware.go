@@ -59,6 +59,7 @@ func (s *stage) Serve(x *pipeline.Exchange, next pipeline.Handler) error {
 		in.release() // nothing refers to the document any more (the decision holds strings only)
 	}
 	x.PolicyVersion = rev.id
+	group, maxTokens := x.RouteGroup(), x.MaxTokens
 	if err == nil && d.Allow {
 		// A mutation that cannot be applied is a policy error too.
 		err = e.apply(x, &d.Mutations)
@@ -76,6 +77,13 @@ func (s *stage) Serve(x *pipeline.Exchange, next pipeline.Handler) error {
 			return e.denied(x, &d, "request")
 		}
 		e.met.decision(phaseRequest, resultAllow, time.Since(start))
+		if x.RouteGroup() != group || x.MaxTokens != maxTokens {
+			// A model override or a token cap: the key's model lists and
+			// budget reservation follow (pipeline.Readmitter).
+			if err := x.Readmit(); err != nil {
+				return err
+			}
+		}
 	}
 	if rev.response != nil {
 		x.AddFilter(&respFilter{e: e, rev: rev, in: in})

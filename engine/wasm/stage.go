@@ -279,9 +279,17 @@ func (s *Stage) request(p *Plugin, x *pipeline.Exchange, ri *reqInfo) (done bool
 	s.record(p, x, HookRequest, r, nil)
 	switch r.Action {
 	case "route":
+		group := x.RouteGroup()
 		x.RouteModel, x.RouteDeployment = r.Route.Model, r.Route.Deployment
 		if r.Route.Fallbacks != nil {
 			x.RequestFallbacks = *r.Route.Fallbacks
+		}
+		if x.RouteGroup() != group {
+			// The key's model lists and budget reservation follow the
+			// new group (pipeline.Readmitter).
+			if err := x.Readmit(); err != nil {
+				return true, err
+			}
 		}
 	case "reject":
 		return true, rejectError(p, r.Reject)

@@ -673,3 +673,47 @@ func TestPayloadLast(t *testing.T) {
 		}
 	}
 }
+
+// readmitter is a Settler that records Readmit calls and may refuse.
+type readmitter struct {
+	calls []string
+	deny  error
+}
+
+func (r *readmitter) Settle(*pipeline.Exchange) {}
+func (r *readmitter) Readmit(x *pipeline.Exchange) error {
+	r.calls = append(r.calls, x.RouteGroup())
+	return r.deny
+}
+
+// A route decision to another model group is admitted again by the stage
+// that admitted the request (the key stage: model lists, budget); its
+// refusal is the request's answer. A route within the same group is not.
+func TestRouteIsReadmitted(t *testing.T) {
+	s, _ := build(t, scripted("r", `{"action":"route","route":{"model":"gpt-4o-mini"}}`))
+	x := exchange(chatBody)
+	ra := &readmitter{}
+	x.Settler = ra
+	if called, err := serve(s, x); err != nil || !called {
+		t.Fatalf("err = %v, called = %v", err, called)
+	}
+	if strings.Join(ra.calls, ",") != "gpt-4o-mini" {
+		t.Fatalf("readmit calls = %v", ra.calls)
+	}
+	x = exchange(chatBody)
+	ra = &readmitter{deny: errs.New(403, "model_not_allowed", "no")}
+	x.Settler = ra
+	called, err := serve(s, x)
+	var e *errs.Error
+	if called || !errors.As(err, &e) || e.Code != "model_not_allowed" {
+		t.Fatalf("refused readmission: called %v err %v", called, err)
+	}
+
+	same, _ := build(t, scripted("r", `{"action":"route","route":{"model":"gpt-4o","deployment":"a1"}}`))
+	x = exchange(chatBody)
+	ra = &readmitter{}
+	x.Settler = ra
+	if called, err := serve(same, x); err != nil || !called || len(ra.calls) != 0 {
+		t.Fatalf("route within the group: called %v err %v readmits %v", called, err, ra.calls)
+	}
+}

@@ -272,11 +272,14 @@ func BenchmarkStreamFirstByteAdded(b *testing.B) {
 		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 		return out
 	}
+	bare := bareHop(b, strings.TrimPrefix(upURL, "http://"))
 	measure(addr, "/v1/chat/completions", 50)
+	measure(bare, "/v1/chat/completions", 50)
 	b.ResetTimer()
 	via := measure(addr, "/v1/chat/completions", b.N)
 	b.StopTimer()
 	direct := measure(strings.TrimPrefix(upURL, "http://"), "/v1/chat/completions", b.N)
+	hop := measure(bare, "/v1/chat/completions", b.N)
 	p := func(d []time.Duration, q float64) float64 {
 		return float64(d[int(q*float64(len(d)-1))].Nanoseconds()) / 1e3
 	}
@@ -284,4 +287,36 @@ func BenchmarkStreamFirstByteAdded(b *testing.B) {
 	b.ReportMetric(p(via, 0.99), "p99-µs")
 	b.ReportMetric(p(direct, 0.5), "direct-p50-µs")
 	b.ReportMetric(p(direct, 0.99), "direct-p99-µs")
+	b.ReportMetric(p(hop, 0.5), "bare-p50-µs")
+	b.ReportMetric(p(hop, 0.99), "bare-p99-µs")
+}
+
+// bareHop is a minimal fasthttp reverse proxy in this process (as
+// bench/internal/barehop, which engine/ cannot import): the floor for any
+// hop's first byte, measured beside the gateway's.
+func bareHop(tb testing.TB, upstream string) string {
+	tb.Helper()
+	cl := &fasthttp.Client{StreamResponseBody: true}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		req := fasthttp.AcquireRequest()
+		ctx.Request.CopyTo(req)
+		req.SetHost(upstream)
+		resp := fasthttp.AcquireResponse()
+		if err := cl.Do(req, resp); err != nil {
+			ctx.Error(err.Error(), 502)
+			return
+		}
+		fasthttp.ReleaseRequest(req)
+		ctx.SetStatusCode(resp.StatusCode())
+		ctx.SetContentType(string(resp.Header.ContentType()))
+		body := resp.BodyStream()
+		ctx.SetBodyStream(body, -1)
+	}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	tb.Cleanup(func() { _ = srv.Shutdown() })
+	return ln.Addr().String()
 }

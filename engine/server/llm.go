@@ -49,12 +49,7 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 		s.fail(ctx, rt, x, e)
 		return
 	}
-	var err error
-	if x.Stream {
-		err = handleApart(rt.Handler, x)
-	} else {
-		err = rt.Handler(x)
-	}
+	err := rt.Handler(x)
 	routingHeaders(ctx, x)
 	for _, h := range x.ResponseSet {
 		ctx.Response.Header.Set(h[0], h[1])
@@ -101,37 +96,6 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 	}
 	s.finish(rt, x)
 }
-
-// handleApart runs a streamed request's pipeline (keys, policies,
-// plugins, cache, router, the upstream call up to its first event) on a
-// goroutine of its own and waits for it. The connection's goroutine then
-// holds the stream for its whole life with only the shallow frames of
-// relaying on its stack: its stack never grows to the 16 KiB the
-// pipeline's deepest calls need, which would stay resident after the
-// garbage collector shrinks it (bench/ scenario (e): about 5 KiB of RSS
-// per open stream).
-func handleApart(h func(*pipeline.Exchange) error, x *pipeline.Exchange) error {
-	done := make(chan error, 1)
-	go func() {
-		presizeStack()
-		done <- h(x)
-	}()
-	return <-done
-}
-
-// presizeStack grows a new goroutine's stack to 16 KiB at once, while it
-// holds one frame: growing it frame by frame under the pipeline's deep
-// calls copies (and re-points) the whole stack each time it doubles, which
-// cost about 10 µs of time to first byte per stream.
-//
-//go:noinline
-func presizeStack() {
-	var b [12 << 10]byte
-	touch(b[:])
-}
-
-//go:noinline
-func touch(b []byte) { b[0] = 1 }
 
 // routingHeaders names the deployment that served (or was tried last) and
 // what was tried before it, in LiteLLM's headers and ours.

@@ -8,6 +8,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+
+	"github.com/portcullis/portcullis/engine/errs"
 )
 
 // ErrFlushUnsupported is returned by Flush for a store the Cache did not
@@ -134,7 +136,6 @@ func adminJSON(ctx *fasthttp.RequestCtx, v any) {
 
 func adminError(ctx *fasthttp.RequestCtx, status int, code, msg string) {
 	ctx.SetStatusCode(status)
-	b, _ := json.Marshal(map[string]any{"error": map[string]any{"message": msg, "type": "invalid_request_error", "code": code}})
 	ctx.SetContentType("application/json")
-	ctx.SetBody(b)
+	ctx.SetBody(errs.New(status, errs.Code(code), msg).AppendOpenAI(nil))
 }

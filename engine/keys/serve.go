@@ -158,18 +158,26 @@ func (r *reservation) admit(now int64, meta *Meta, team, user *owner) *errs.Erro
 			return rateLimited(c, hit, now)
 		}
 	}
+	if c := r.reserve(r.est); c != nil {
+		for j := 0; j < r.n; j++ {
+			d := &r.charges[j]
+			d.acct.unadmit(d.rpm, d.tpm, d.parallel, r.estTokens)
+		}
+		return budgetExceeded(c)
+	}
+	return nil
+}
+
+// reserve reserves amount in every budgeted account, all or nothing; it
+// returns the charge whose budget refused it, nil when all accepted.
+func (r *reservation) reserve(amount int64) *charge {
 	for i := 0; i < r.n; i++ {
 		c := &r.charges[i]
-		if !c.acct.reserve(r.est, c.budget) {
+		if !c.acct.reserve(amount, c.budget) {
 			for j := 0; j < i; j++ {
-				d := &r.charges[j]
-				d.acct.release(r.est, d.budget)
+				r.charges[j].acct.release(amount, r.charges[j].budget)
 			}
-			for j := 0; j < r.n; j++ {
-				d := &r.charges[j]
-				d.acct.unadmit(d.rpm, d.tpm, d.parallel, r.estTokens)
-			}
-			return budgetExceeded(c)
+			return c
 		}
 	}
 	return nil
@@ -213,14 +221,8 @@ func (r *reservation) Readmit(x *pipeline.Exchange) error {
 	d := est - r.est
 	switch {
 	case d > 0:
-		for i := 0; i < r.n; i++ {
-			c := &r.charges[i]
-			if !c.acct.reserve(d, c.budget) {
-				for j := 0; j < i; j++ {
-					r.charges[j].acct.release(d, r.charges[j].budget)
-				}
-				return budgetExceeded(c)
-			}
+		if c := r.reserve(d); c != nil {
+			return budgetExceeded(c)
 		}
 	case d < 0:
 		for i := 0; i < r.n; i++ {

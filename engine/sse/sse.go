@@ -119,15 +119,11 @@ func (r *Reader) pending() bool {
 	}
 	data := false
 	for {
-		i := bytes.IndexAny(b, "\r\n")
-		if i < 0 {
+		l, term, _, ok := cutLine(b)
+		if !ok {
 			return false
 		}
-		l := b[:i]
-		if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
-			i++
-		}
-		b = b[i+1:]
+		b = b[len(l)+term:]
 		switch {
 		case len(l) == 0:
 			if data {
@@ -137,6 +133,25 @@ func (r *Reader) pending() bool {
 			data = true
 		}
 	}
+}
+
+// cutLine splits b at its first line terminator (\n, \r\n or \r): the
+// line, the bytes the terminator takes (1 or 2), and ok. A \r that ends b
+// counts as a terminator; its \n may come with the next read (crEnd).
+func cutLine(b []byte) (line []byte, term int, crEnd, ok bool) {
+	i := bytes.IndexAny(b, "\r\n")
+	if i < 0 {
+		return nil, 0, false, false
+	}
+	if b[i] == '\r' {
+		if i+1 == len(b) {
+			return b[:i], 1, true, true
+		}
+		if b[i+1] == '\n' {
+			return b[:i], 2, false, true
+		}
+	}
+	return b[:i], 1, false, true
 }
 
 // line returns the next line without its terminator. At the end of input a
@@ -149,19 +164,9 @@ func (r *Reader) line() ([]byte, error) {
 			}
 			r.skipLF = false
 		}
-		if i := bytes.IndexAny(r.buf[r.start:r.end], "\r\n"); i >= 0 {
-			l := r.buf[r.start : r.start+i]
-			p := r.start + i
-			if r.buf[p] == '\r' {
-				if p+1 < r.end {
-					if r.buf[p+1] == '\n' {
-						p++
-					}
-				} else {
-					r.skipLF = true
-				}
-			}
-			r.start = p + 1
+		if l, term, crEnd, ok := cutLine(r.buf[r.start:r.end]); ok {
+			r.start += len(l) + term
+			r.skipLF = crEnd
 			return l, nil
 		}
 		if err := r.fill(); err != nil {

@@ -399,11 +399,17 @@ func (a *assembler) chatBody(t llm.Tokens) []byte {
 		b = appendLit(b, ch.finish, "null")
 		b = append(b, '}')
 	}
+	return a.tail(b, t, true)
+}
+
+// tail closes the choices array and appends the usage (the upstream's
+// own, else built from t), the system fingerprint and the closing brace.
+func (a *assembler) tail(b []byte, t llm.Tokens, chat bool) []byte {
 	b = append(b, `],"usage":`...)
 	if len(a.usage) > 0 {
 		b = append(b, a.usage...)
 	} else {
-		b = appendOpenAIUsage(b, t, true)
+		b = appendOpenAIUsage(b, t, chat)
 	}
 	if a.fingerprint != "" {
 		b = append(b, `,"system_fingerprint":`...)
@@ -428,17 +434,7 @@ func (a *assembler) completionBody(t llm.Tokens) []byte {
 		b = appendLit(b, ch.finish, "null")
 		b = append(b, '}')
 	}
-	b = append(b, `],"usage":`...)
-	if len(a.usage) > 0 {
-		b = append(b, a.usage...)
-	} else {
-		b = appendOpenAIUsage(b, t, false)
-	}
-	if a.fingerprint != "" {
-		b = append(b, `,"system_fingerprint":`...)
-		b = append(b, a.fingerprint...)
-	}
-	return append(b, '}')
+	return a.tail(b, t, false)
 }
 
 func (a *assembler) size() int {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,7 @@ import (
 )
 
 // serveLLM serves chat, completions, embeddings and messages.
-func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
+func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect, served bool) {
 	x := pipeline.Acquire()
 	x.Start = time.Now()
 	// Not the RequestCtx: its Done closes when shutdown starts, and
@@ -60,7 +61,7 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect) {
 	}
 	resp := x.Response
 	if resp.Stream != nil {
-		s.startStream(ctx, rt, x)
+		s.startStream(ctx, rt, x, served)
 		return
 	}
 	body, tokens, err := s.convertBody(resp, x)
@@ -289,7 +290,7 @@ func (c *chained) Usage() llm.Tokens { return c.a.Usage() }
 // startStream peeks the first upstream event before committing, so a
 // stream that fails before its first byte is still an HTTP error the
 // router may retry, then hands the rest to a streamBody.
-func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *pipeline.Exchange) {
+func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *pipeline.Exchange, served bool) {
 	resp := x.Response
 	tr, err := newStreamTranslator(resp.Dialect, x.Dialect, x.Model, x.IncludeUsage)
 	if err != nil {
@@ -317,6 +318,10 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *p
 	ctx.SetContentType("text/event-stream")
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	if served && s.relayable(ctx) {
+		s.relayRaw(ctx, b)
+		return
+	}
 	ctx.SetBodyStream(b, -1)
 }
 
@@ -351,6 +356,13 @@ type streamBody struct {
 
 	out []byte
 	off int
+
+	// Set when the stream is relayed on the hijacked connection (relay.go).
+	conn    net.Conn
+	keep    bool                    // serve the connection's next request afterwards
+	chunked bool                    // HTTP/1.1 chunks (HTTP/1.0: the bare events)
+	hdr     *fasthttp.RequestHeader // the request's headers, copied off the RequestCtx
+	werr    error                   // the first write's error
 }
 
 func (b *streamBody) emit(name, data []byte) error {
@@ -456,6 +468,10 @@ func (b *streamBody) writeDeadline() {
 		return
 	}
 	b.wtSet = now
+	if b.conn != nil {
+		_ = b.conn.SetWriteDeadline(now.Add(b.wt))
+		return
+	}
 	_ = b.ctx.SetWriteDeadline(now.Add(b.wt))
 }
 

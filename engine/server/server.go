@@ -103,6 +103,11 @@ type Server struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 	ready    atomic.Bool
+	// stopping is set when Shutdown starts; streams counts the streams
+	// relayed on hijacked connections (relay.go), which Shutdown waits for
+	// besides the connections fasthttp still serves.
+	stopping atomic.Bool
+	streams  atomic.Int64
 }
 
 // New builds a server; call Serve or ListenAndServe to start it.
@@ -138,7 +143,7 @@ func New(o Options) *Server {
 		promh:    fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{})),
 	}
 	s.srv = &fasthttp.Server{
-		Handler:            s.Handle,
+		Handler:            s.handleServed,
 		ErrorHandler:       s.handleParseError,
 		Name:               "portcullis",
 		MaxRequestBodySize: st.MaxBodyBytes,
@@ -149,12 +154,15 @@ func New(o Options) *Server {
 		// Request headers up to 8 KiB (larger: 431). The buffer is held
 		// for the life of a connection, streams included, unless
 		// server.reduce_memory is set (see config.ServerSettings).
-		ReadBufferSize:                8 << 10,
-		ReduceMemoryUsage:             st.ReduceMemory,
-		NoDefaultServerHeader:         true,
-		NoDefaultContentType:          true,
-		DisablePreParseMultipartForm:  true,
-		CloseOnShutdown:               true,
+		ReadBufferSize:               8 << 10,
+		ReduceMemoryUsage:            st.ReduceMemory,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		// Streams are relayed on hijacked connections, which then go on
+		// serving requests (relay.go): fasthttp must not close them.
+		KeepHijackedConns:             true,
 		TCPKeepalive:                  true,
 		SecureErrorLogMessage:         true,
 		DisableHeaderNamesNormalizing: false,
@@ -180,9 +188,21 @@ func (s *Server) Serve(ln net.Listener) error {
 // within the configured bound, then closes what is left.
 func (s *Server) Shutdown() error {
 	s.ready.Store(false)
+	s.stopping.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), s.settings.ShutdownTimeout)
 	defer cancel()
-	return s.srv.ShutdownWithContext(ctx)
+	err := s.srv.ShutdownWithContext(ctx)
+	// fasthttp no longer counts a hijacked connection: the streams relayed
+	// on them are waited for here, within the same bound. None starts once
+	// fasthttp's shutdown has returned (no handler runs any more).
+	for s.streams.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 // adminPrefixes are the admin API's paths, as LiteLLM serves them.
@@ -254,8 +274,26 @@ func dialectOf(ep int) llm.Dialect {
 	return llm.OpenAIChat
 }
 
-// Handle is the fasthttp handler (exported for in-memory tests).
-func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
+// Handle is the handler for a RequestCtx the server's own connection loop
+// did not produce (in-memory tests): streams are written through fasthttp's
+// body writer, never relayed on a hijacked connection.
+func (s *Server) Handle(ctx *fasthttp.RequestCtx) { s.handle(ctx, false) }
+
+// handleServed is the handler of requests read from the server's
+// connections, on which a stream may be relayed raw (relay.go).
+func (s *Server) handleServed(ctx *fasthttp.RequestCtx) {
+	s.handle(ctx, true)
+	if !ctx.Hijacked() {
+		// fasthttp holds a response back while the client has pipelined
+		// another request, to send both in one write; a relayed stream
+		// writes its head from the handler, so nothing may still be held
+		// back then. A write deadline set by the handler (the one fasthttp
+		// would set itself) makes fasthttp flush every response at once.
+		_ = ctx.SetWriteDeadline(time.Now().Add(s.settings.WriteTimeout))
+	}
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx, served bool) {
 	ep := route(ctx.Path())
 	switch ep {
 	case epChat, epCompletion, epEmbedding, epMessages:
@@ -263,7 +301,7 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 			s.methodNotAllowed(ctx, dialectOf(ep), "POST")
 			return
 		}
-		s.serveLLM(ctx, dialectOf(ep))
+		s.serveLLM(ctx, dialectOf(ep), served)
 	case epModels, epModel:
 		if !ctx.IsGet() {
 			s.methodNotAllowed(ctx, llm.OpenAIChat, "GET")

@@ -57,6 +57,7 @@ var headerPool = sync.Pool{New: func() any { return new(fasthttp.RequestHeader) 
 // and hijacks the connection; the rest of the stream runs in relay, on
 // another goroutine.
 func (s *Server) relayRaw(ctx *fasthttp.RequestCtx, b *streamBody) {
+	s.streams.Add(1) // relay takes it back, whatever happens
 	h := &ctx.Response.Header
 	b.chunked = ctx.Request.Header.IsHTTP11()
 	b.keep = b.chunked && !ctx.Request.Header.ConnectionClose()
@@ -96,7 +97,6 @@ func (s *Server) relayRaw(ctx *fasthttp.RequestCtx, b *streamBody) {
 	_ = ctx.Request.SwapBody(nil)
 	b.ctx = nil
 
-	s.streams.Add(1)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(b.hijacked)
 }

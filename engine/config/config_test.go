@@ -100,6 +100,7 @@ portcullis:
     max_body_bytes: 1048576
     read_timeout: 10s
     reduce_memory: true
+    lean_streams_after: 0
   log:
     format: json
     level: warn
@@ -128,7 +129,7 @@ some_unknown_top_key: 1
 	if c.General.MasterKey != "sk-1234" || c.General.DatabaseURL == "" || !c.LiteLLM.DropParams || c.LiteLLM.RequestTimeout != 600*time.Second {
 		t.Fatalf("settings: %+v %+v", c.General, c.LiteLLM)
 	}
-	if c.Server.MaxBodyBytes != 1<<20 || c.Server.ReadTimeout != 10*time.Second || !c.Server.ReduceMemory || c.Log.Format != "json" {
+	if c.Server.MaxBodyBytes != 1<<20 || c.Server.ReadTimeout != 10*time.Second || !c.Server.ReduceMemory || c.Server.LeanStreamsAfter != 0 || c.Log.Format != "json" {
 		t.Fatalf("portcullis: %+v %+v", c.Server, c.Log)
 	}
 	warns := strings.Join(probs(c.Warnings), "\n")
@@ -221,5 +222,18 @@ func TestMasterKeyFromEnvironment(t *testing.T) {
 	c, _ = Parse([]byte("general_settings: {master_key: sk-file}\n"), "x", env(map[string]string{"PORTCULLIS_MASTER_KEY": "sk-p"}))
 	if c.General.MasterKey != "sk-file" {
 		t.Fatalf("the file should win: %q", c.General.MasterKey)
+	}
+}
+
+func TestLeanStreamsAfterDefault(t *testing.T) {
+	c, err := Parse([]byte("model_list: []\n"), "t", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Server.LeanStreamsAfter != DefaultLeanStreamsAfter {
+		t.Fatalf("lean_streams_after %d without the key, want %d", c.Server.LeanStreamsAfter, DefaultLeanStreamsAfter)
+	}
+	if _, err := Parse([]byte("portcullis:\n  server:\n    lean_streams_after: -1\n"), "t", env(nil)); err == nil {
+		t.Fatal("a negative lean_streams_after was accepted")
 	}
 }

@@ -318,6 +318,7 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *p
 	ctx.SetContentType("text/event-stream")
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	s.open.Add(1) // Close takes it back
 	if served && s.relayable(ctx) {
 		s.relayRaw(ctx, b)
 		return
@@ -616,6 +617,7 @@ func (b *streamBody) Close() error {
 		return nil
 	}
 	b.closed = true
+	b.s.open.Add(-1)
 	if !b.ended && b.x.Err == nil {
 		// The client left before the end: the upstream call is cancelled.
 		b.x.Err = errs.New(499, errs.CodeInvalidRequest, "client closed the stream")

@@ -9,7 +9,7 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Streams are relayed on the raw connection.
+// Streams are relayed on the raw connection, once many are open.
 //
 // Through fasthttp's body writer, an open stream holds everything its
 // connection's loop holds: the 8 KiB read buffer, the 4 KiB write buffer,
@@ -33,13 +33,25 @@ import (
 // are and the connection closes after the last. Requests the server's loop
 // did not read (Handle, in tests) and servers with server.max_conns set
 // keep fasthttp's body writer.
+//
+// The handoff has a cost, measured by BenchmarkStreamFirstByteAdded with
+// every stream relayed raw (lean_streams_after: 0): about 40 µs more from
+// the upstream's first event to the client's first byte on keep-alive
+// connections (no more on new ones), from the goroutine switches and the
+// next request being read by ServeConn on a fresh goroutine, and 8 KiB of
+// garbage per stream (fasthttp's read buffer, which it leaves to a kept
+// hijacked connection). So streams take this path only past
+// server.lean_streams_after open streams, when memory is what counts.
 
-// relayable reports whether ctx's stream may be relayed raw. Not with
-// server.max_conns set: fasthttp's limit counts the connections its loop
-// serves, and a hijacked one leaves that count, so such a server keeps its
-// streams in the loop for the limit to hold.
+// relayable reports whether ctx's stream may be relayed raw: past
+// server.lean_streams_after open streams (below, the connection's loop, with
+// its warm goroutine, gives the first byte sooner and memory is not short).
+// Not with server.max_conns set: fasthttp's limit counts the connections
+// its loop serves, and a hijacked one leaves that count, so such a server
+// keeps its streams in the loop for the limit to hold.
 func (s *Server) relayable(ctx *fasthttp.RequestCtx) bool {
-	return s.settings.MaxConns <= 0 && ctx.Conn() != nil && !s.stopping.Load()
+	return s.settings.MaxConns <= 0 && s.open.Load() > int64(s.settings.LeanStreamsAfter) &&
+		ctx.Conn() != nil && !s.stopping.Load()
 }
 
 // chunkRoom is the room kept before a chunk's payload in streamBody.out for

@@ -226,3 +226,39 @@ func TestMaxConnsCountsRelayedStreams(t *testing.T) {
 		readStream(t, br, fmt.Sprintf("held stream %d", i))
 	}
 }
+
+// server.lean_streams_after: the first streams stay in fasthttp's loop,
+// those opened past the threshold are relayed raw, and all are whole.
+func TestLeanStreamsAfterThreshold(t *testing.T) {
+	h := newHarness(t, "", config.ServerSettings{LeanStreamsAfter: 2})
+	var held []*bufio.Reader
+	for i := 0; i < 4; i++ {
+		c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprint(c, rawRequest("HTTP/1.1", chat("slow", `,"stream":true`)))
+		br := bufio.NewReader(c)
+		if _, err := br.Peek(1); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		held = append(held, br)
+	}
+	if got := h.srv.streams.Load(); got != 2 {
+		t.Fatalf("%d of 4 streams relayed raw with lean_streams_after 2, want 2", got)
+	}
+	if got := h.srv.open.Load(); got != 4 {
+		t.Fatalf("%d streams counted open, want 4", got)
+	}
+	for i, br := range held {
+		readStream(t, br, fmt.Sprintf("stream %d", i))
+	}
+	for end := time.Now().Add(5 * time.Second); h.srv.open.Load() != 0 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := h.srv.open.Load(); got != 0 {
+		t.Fatalf("%d streams still counted open after they ended", got)
+	}
+}

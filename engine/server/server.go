@@ -105,9 +105,11 @@ type Server struct {
 	ready    atomic.Bool
 	// stopping is set when Shutdown starts; streams counts the streams
 	// relayed on hijacked connections (relay.go), which Shutdown waits for
-	// besides the connections fasthttp still serves.
+	// besides the connections fasthttp still serves; open counts all open
+	// streams.
 	stopping atomic.Bool
 	streams  atomic.Int64
+	open     atomic.Int64
 }
 
 // New builds a server; call Serve or ListenAndServe to start it.

@@ -186,3 +186,12 @@ func TestParseMetrics(t *testing.T) {
 		t.Fatal(n)
 	}
 }
+
+func TestTimesCountsANegativeBareHopAsZero(t *testing.T) {
+	if got := times(1.5, 200); got != 300 {
+		t.Fatalf("times(1.5, 200) = %v", got)
+	}
+	if got := times(2, -3810); got != 0 {
+		t.Fatalf("times(2, -3810) = %v, want 0", got)
+	}
+}

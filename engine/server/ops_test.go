@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,6 +76,30 @@ func TestTLS(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(b), "chat.completion") {
 		t.Fatalf("over TLS: %d %s", resp.StatusCode, b)
+	}
+	// Streams relayed on the hijacked TLS connection (lean_streams_after
+	// 0 here), which then serves the next requests: the client reuses it.
+	for i, body := range []string{
+		`{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`,
+	} {
+		reused := false
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { reused = ci.Reused }})
+		req, _ := http.NewRequestWithContext(ctx, "POST", "https://"+ln.Addr().String()+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("request %d over TLS: %v", i, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !reused {
+			t.Fatalf("request %d over TLS: %d, %v, connection reused %v: %s", i, resp.StatusCode, err, reused, b)
+		}
+		if strings.Contains(body, "stream") && !strings.Contains(string(b), "data: [DONE]") {
+			t.Fatalf("stream %d over TLS without its end: %s", i, b)
+		}
 	}
 }
 

@@ -195,3 +195,13 @@ func TestTimesCountsANegativeBareHopAsZero(t *testing.T) {
 		t.Fatalf("times(2, -3810) = %v, want 0", got)
 	}
 }
+
+func TestByRoundPairsTheGatewayWithTheBareHop(t *testing.T) {
+	got := byRound(&side{ttfbRounds: []float64{300, 310}}, &side{ttfbRounds: []float64{550, 600}}, &side{ttfbRounds: []float64{620, 640}})
+	if !strings.Contains(got, "round by round: 70, 40.") || !strings.Contains(got, "direct 300, 310;") {
+		t.Fatalf("byRound: %s", got)
+	}
+	if byRound(&side{}, &side{}, &side{}) != "" {
+		t.Fatal("byRound without rounds wrote something")
+	}
+}

@@ -198,7 +198,8 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 			w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %d | %s | %s |\n", x.t.name, us(x.res.TTFB.Quantile(.5)), us(x.res.TTFB.Quantile(.99)), t50, t99,
 				us(x.res.Gap.Quantile(.5)), us(x.res.Gap.Quantile(.99)), g50, g99, x.res.HeldBack, x.res.Gaps, usf(x.cpuPerReq()), errCell(x.res.Errors, x.res.FirstErr))
 		}
-		w("\n%s\n\n", loadNote(r.stream))
+		w("\n%s\n\n", byRound(sd, sb, sp))
+		w("%s\n\n", loadNote(r.stream))
 	}
 
 	// (e) idle streams
@@ -528,3 +529,27 @@ func renderCache(body *strings.Builder, b *bench, r *results, met report.Metrics
 // in that run: noise) counts as zero: then only a gateway that added
 // nothing measurable passes.
 func times(k, bareAdded float64) float64 { return k * max(bareAdded, 0) }
+
+// byRound describes (c)'s TTFB p50 round by round: the paths take turns,
+// so a round of the gateway and the bare hop's round just before it ran
+// under nearly the same conditions of the shared machine, and their
+// difference shows how much of the pooled difference is drift.
+func byRound(sd, sb, sp *side) string {
+	n := min(len(sd.ttfbRounds), len(sb.ttfbRounds), len(sp.ttfbRounds))
+	if n == 0 {
+		return ""
+	}
+	f := func(v []float64) string {
+		parts := make([]string, len(v))
+		for i, x := range v {
+			parts[i] = fmt.Sprintf("%.0f", x)
+		}
+		return strings.Join(parts, ", ")
+	}
+	diff := make([]float64, n)
+	for i := range diff {
+		diff[i] = sp.ttfbRounds[i] - sb.ttfbRounds[i]
+	}
+	return fmt.Sprintf("TTFB p50 by round (µs): direct %s; bare hop %s; portcullis %s; portcullis minus the bare hop, round by round: %s.",
+		f(sd.ttfbRounds[:n]), f(sb.ttfbRounds[:n]), f(sp.ttfbRounds[:n]), f(diff))
+}

@@ -753,16 +753,22 @@ type side struct {
 	// and by the hypervisor during the window; gen is the generator's CPU.
 	bg, steal float64
 	gen       time.Duration
+	// ttfbRounds is each round's TTFB p50 (µs), in round order; streams only.
+	ttfbRounds []float64
 }
 
 func newSide(t *target, res *loadgen.Result, w *window) *side {
 	s := &side{t: t, res: res, cpu: w.cpu(0), upCPU: w.cpu(1), mem: w.mem[0], written: w.io[1].WriteBytes - w.io[0].WriteBytes}
 	s.bg, s.steal, s.gen = w.load()
+	if res.TTFB != nil && res.TTFB.Count() > 0 {
+		s.ttfbRounds = []float64{float64(res.TTFB.Quantile(.5)) / 1e3}
+	}
 	return s
 }
 
 // merge adds another round of the same target.
 func (s *side) merge(o *side) {
+	s.ttfbRounds = append(s.ttfbRounds, o.ttfbRounds...)
 	s.res.Merge(o.res)
 	s.cpu += o.cpu
 	s.upCPU += o.upCPU
@@ -948,8 +954,8 @@ func (b *bench) streaming(r *results) (err error) {
 		})
 	}, func(s *side) string {
 		res := s.res
-		return fmt.Sprintf("TTFB p50 %s p99 %s  gap p50 %s p99 %s  held back %d/%d  errors %d %s",
-			us(res.TTFB.Quantile(.5)), us(res.TTFB.Quantile(.99)), us(res.Gap.Quantile(.5)), us(res.Gap.Quantile(.99)),
+		return fmt.Sprintf("TTFB p50 %s p99 %s (p50 by round %.0f µs)  gap p50 %s p99 %s  held back %d/%d  errors %d %s",
+			us(res.TTFB.Quantile(.5)), us(res.TTFB.Quantile(.99)), s.ttfbRounds, us(res.Gap.Quantile(.5)), us(res.Gap.Quantile(.99)),
 			res.HeldBack, res.Gaps, res.Errors, res.FirstErr)
 	})
 	return err

@@ -34,14 +34,14 @@ import (
 // did not read (Handle, in tests) and servers with server.max_conns set
 // keep fasthttp's body writer.
 //
-// The handoff has a cost, measured by BenchmarkStreamFirstByteAdded with
-// every stream relayed raw (lean_streams_after: 0): about 40 µs more from
-// the upstream's first event to the client's first byte on keep-alive
-// connections (no more on new ones), from the goroutine switches and the
-// next request being read by ServeConn on a fresh goroutine, and 8 KiB of
-// garbage per stream (fasthttp's read buffer, which it leaves to a kept
-// hijacked connection). So streams take this path only past
-// server.lean_streams_after open streams, when memory is what counts.
+// The handoff has a cost, measured by BenchmarkStreamFirstByteAdded/lean
+// against /default on one keep-alive connection: about 40 µs more from the
+// upstream's first event to the client's first byte and about 100 µs more
+// from the client's send (p50, this 2-core VM), none on new connections;
+// the request after a stream is read by ServeConn on a fresh goroutine,
+// and each stream leaves 8 KiB of garbage (fasthttp's read buffer, which
+// it leaves to a kept hijacked connection). So streams take this path only
+// past server.lean_streams_after open streams, when memory is what counts.
 
 // relayable reports whether ctx's stream may be relayed raw: past
 // server.lean_streams_after open streams (below, the connection's loop, with

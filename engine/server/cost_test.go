@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/portcullis/portcullis/engine/config"
 	"github.com/portcullis/portcullis/engine/gateway"
@@ -71,15 +72,28 @@ model_list:
 			if resp.StatusCode != 200 {
 				t.Fatalf("%s: %d %s", model, resp.StatusCode, b)
 			}
-			if err := w.Flush(context.Background()); err != nil {
-				t.Fatal(err)
+			// A stream's record is handed to the writer after its last
+			// byte (without strict spend): wait for it.
+			id := resp.Header.Get("x-request-id")
+			var r store.SpendRecord
+			for end := time.Now().Add(5 * time.Second); r.RequestID != id && time.Now().Before(end); {
+				if err := w.Flush(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				recs, err := st.ListSpend(context.Background(), store.SpendFilter{Model: model})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, rec := range recs {
+					if rec.RequestID == id {
+						r = rec
+					}
+				}
+				if r.RequestID != id {
+					time.Sleep(5 * time.Millisecond)
+				}
 			}
-			recs, err := st.ListSpend(context.Background(), store.SpendFilter{Model: model})
-			if err != nil || len(recs) == 0 {
-				t.Fatalf("%s: no record: %v", model, err)
-			}
-			r := recs[0]
-			if r.RequestID != resp.Header.Get("x-request-id") || r.Cost != cost {
+			if r.RequestID != id || r.Cost != cost {
 				t.Errorf("%s stream=%v: cost %d nano, want %d (tokens p%d c%d cached%d write%d reasoning%d)",
 					model, stream != "", r.Cost, cost, r.PromptTokens, r.CompletionTokens, r.CachedTokens, r.CacheWriteTokens, r.ReasoningTokens)
 			}

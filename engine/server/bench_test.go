@@ -150,10 +150,13 @@ func TestPassThroughAllocationBudget(t *testing.T) {
 	ctx, req := newBenchCtx()
 	passThrough(t, s, ctx, req)
 	allocs := testing.AllocsPerRun(200, func() { passThrough(t, s, ctx, req) })
-	const budget = 30
-	t.Logf("allocations per pass-through request: %.1f (budget %d)", allocs, budget)
+	budget := 12.0 // 6 measured (access line on)
+	if raceEnabled {
+		budget = 30.0 // the race detector drops pooled objects at random: 17-19 measured
+	}
+	t.Logf("allocations per pass-through request: %.1f (budget %.0f)", allocs, budget)
 	if allocs > budget {
-		t.Fatalf("pass-through request allocates %.1f times, budget %d", allocs, budget)
+		t.Fatalf("pass-through request allocates %.1f times, budget %.0f", allocs, budget)
 	}
 }
 

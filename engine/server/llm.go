@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -197,7 +198,8 @@ func (s *Server) finish(rt *gateway.Runtime, x *pipeline.Exchange) {
 		x.Served.Tokens(x.Tokens.Total())
 	}
 	if ce := s.log.Check(zap.InfoLevel, "request"); ce != nil {
-		fields := []zap.Field{
+		fp := fieldPool.Get().(*[]zap.Field)
+		fields := append((*fp)[:0],
 			zap.String("id", x.ID),
 			zap.String("client_request_id", x.ClientID),
 			zap.String("endpoint", x.Dialect.String()),
@@ -210,7 +212,7 @@ func (s *Server) finish(rt *gateway.Runtime, x *pipeline.Exchange) {
 			zap.Int("prompt_tokens", x.Tokens.Prompt),
 			zap.Int("completion_tokens", x.Tokens.Completion),
 			zap.Int("attempts", x.Attempts),
-		}
+		)
 		if x.Stream && x.FirstByte > 0 {
 			fields = append(fields, zap.Duration("ttfb", x.FirstByte))
 		}
@@ -227,10 +229,17 @@ func (s *Server) finish(rt *gateway.Runtime, x *pipeline.Exchange) {
 			fields = append(fields, zap.String("error_code", string(x.Err.Code)), zap.String("error", x.Err.Message))
 		}
 		ce.Write(fields...)
+		clear(fields) // no strings kept alive by the pool
+		*fp = fields[:0]
+		fieldPool.Put(fp)
 	}
 	pipeline.Release(x)
 	rt.Release()
 }
+
+// fieldPool holds the access line's field slices: zap's cores encode the
+// fields during Write and keep none of them.
+var fieldPool = sync.Pool{New: func() any { f := make([]zap.Field, 0, 20); return &f }}
 
 // convertBody returns the response body in the client's dialect, and its
 // usage.

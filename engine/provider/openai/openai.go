@@ -9,6 +9,7 @@
 package openai
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 
@@ -113,8 +114,8 @@ func (p *Provider) chatBody(r *provider.Request) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if r.Stream && p.includeUsage && !gjson.GetBytes(body, "stream_options.include_usage").Bool() {
-			body, _ = sjson.SetRawBytes(body, "stream_options.include_usage", []byte("true"))
+		if r.Stream && p.includeUsage {
+			body = includeUsage(body)
 		}
 		return body, nil
 	}
@@ -155,6 +156,39 @@ func (p *Provider) Embed(ctx context.Context, r *provider.Request) (*provider.Re
 		return nil, err
 	}
 	return p.embeddings.Do(ctx, r, body, llm.OpenAIEmbedding)
+}
+
+// usageMember asks for the usage chunk at the end of a stream.
+const usageMember = `"stream_options":{"include_usage":true}`
+
+// includeUsage returns body (a JSON object, not modified) asking for the
+// usage chunk: a body without stream_options gets it as its first member
+// in one allocation (sjson's path set cost a kilobyte of garbage per
+// stream); one with stream_options but no include_usage goes through sjson.
+func includeUsage(body []byte) []byte {
+	so := gjson.GetBytes(body, "stream_options")
+	if so.Exists() {
+		if so.Get("include_usage").Bool() {
+			return body
+		}
+		b, err := sjson.SetRawBytes(body, "stream_options.include_usage", []byte("true"))
+		if err != nil {
+			return body
+		}
+		return b
+	}
+	i := bytes.IndexByte(body, '{')
+	if i < 0 {
+		return body
+	}
+	rest := bytes.TrimLeft(body[i+1:], " \t\r\n")
+	out := make([]byte, 0, len(body)+len(usageMember)+1)
+	out = append(out, body[:i+1]...)
+	out = append(out, usageMember...)
+	if len(rest) > 0 && rest[0] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, body[i+1:]...)
 }
 
 // SetModel returns body with its top-level "model" replaced, editing the

@@ -2,6 +2,8 @@ package openai
 
 import (
 	"testing"
+
+	"github.com/tidwall/gjson"
 )
 
 func TestSetModel(t *testing.T) {
@@ -30,6 +32,30 @@ func BenchmarkSetModel(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if _, err := SetModel(body, "gpt-4o-2024-08-06"); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestIncludeUsage(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{`{"model":"m","stream":true}`, `{"stream_options":{"include_usage":true},"model":"m","stream":true}`},
+		{` { "model":"m"}`, ` {"stream_options":{"include_usage":true}, "model":"m"}`},
+		{`{}`, `{"stream_options":{"include_usage":true}}`},
+		{`{ }`, `{"stream_options":{"include_usage":true} }`},
+		{`{"model":"m","stream_options":{"include_usage":false}}`, `{"model":"m","stream_options":{"include_usage":true}}`},
+		{`{"model":"m","stream_options":{}}`, `{"model":"m","stream_options":{"include_usage":true}}`},
+		{`{"model":"m","stream_options":{"include_usage":true}}`, `{"model":"m","stream_options":{"include_usage":true}}`},
+	} {
+		in := []byte(c.in)
+		got := includeUsage(in)
+		if string(got) != c.want {
+			t.Errorf("includeUsage(%s) = %s, want %s", c.in, got, c.want)
+		}
+		if !gjson.ValidBytes(got) || !gjson.GetBytes(got, "stream_options.include_usage").Bool() {
+			t.Errorf("includeUsage(%s) = %s: not valid JSON asking for usage", c.in, got)
+		}
+		if string(in) != c.in {
+			t.Errorf("includeUsage modified its input: %s", in)
 		}
 	}
 }

@@ -209,6 +209,7 @@ func TestBudgetRaceThroughGateway(t *testing.T) {
 			t0 := time.Now()
 			close(start)
 			wg.Wait()
+			h.streamsDone()
 			t1 := time.Now()
 			if err := h.writer.Flush(context.Background()); err != nil {
 				t.Fatal(err)

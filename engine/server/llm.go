@@ -626,7 +626,7 @@ func (b *streamBody) Close() error {
 		return nil
 	}
 	b.closed = true
-	b.s.open.Add(-1)
+	defer b.s.open.Add(-1) // after finish: no open stream means every record is handed over
 	if !b.ended && b.x.Err == nil {
 		// The client left before the end: the upstream call is cancelled.
 		b.x.Err = errs.New(499, errs.CodeInvalidRequest, "client closed the stream")

@@ -110,7 +110,12 @@ func TestRequestLogLineHasFieldsAndNoSecrets(t *testing.T) {
 	h.post("/v1/chat/completions", chat("gpt-4o", ""), "Authorization", "Bearer sk-master-secret")
 	h.post("/v1/chat/completions", chat("openai-401", ""), "Authorization", "Bearer sk-master-secret")
 	h.post("/v1/chat/completions", chat("gpt-4o", `,"stream":true`), "Authorization", "Bearer sk-master-secret")
+	// A stream's line is written after its last byte: wait for it.
 	entries := logs.FilterMessage("request").All()
+	for end := time.Now().Add(5 * time.Second); len(entries) < 3 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+		entries = logs.FilterMessage("request").All()
+	}
 	if len(entries) != 3 {
 		t.Fatalf("%d request lines, want 3", len(entries))
 	}

@@ -262,3 +262,16 @@ func TestLeanStreamsAfterThreshold(t *testing.T) {
 		t.Fatalf("%d streams still counted open after they ended", got)
 	}
 }
+
+// streamsDone waits until no stream is open on h's server: a stream's
+// spend record and log line are handed over after its last byte, so a test
+// that reads them after a stream's response waits for this first.
+func (h *harness) streamsDone() {
+	h.t.Helper()
+	for end := time.Now().Add(10 * time.Second); h.srv.open.Load() != 0; {
+		if time.Now().After(end) {
+			h.t.Fatalf("%d streams still open", h.srv.open.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -725,7 +725,17 @@ func TestStalledStreamReaderIsCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second) // stop reading: the gateway's writes block
+	// Stop reading: once the socket buffers are full the gateway's writes
+	// block, and the write timeout must end the stream. How long filling
+	// them takes depends on the machine's load (the race detector, a busy
+	// CI host): the stall lasts until the gateway has let the stream go,
+	// 20 s at most.
+	for end := time.Now().Add(20 * time.Second); h.srv.open.Load() != 0 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := h.srv.open.Load(); n != 0 {
+		t.Fatalf("the client stopped reading 20 s ago and %d stream is still open: a stalled reader was not cut off", n)
+	}
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	rest, err := io.ReadAll(resp.Body)
 	var ne net.Error

@@ -164,8 +164,10 @@ func New(o Options) *Server {
 		CloseOnShutdown:              true,
 		// Streams are relayed on hijacked connections, which then go on
 		// serving requests (relay.go): fasthttp must not close them.
-		KeepHijackedConns:             true,
-		TCPKeepalive:                  true,
+		KeepHijackedConns: true,
+		// TCP keep-alive: Go's net.Listen already enables it on every
+		// accepted connection (15 s); fasthttp's TCPKeepalive would set it
+		// again, one more setsockopt per connection.
 		SecureErrorLogMessage:         true,
 		DisableHeaderNamesNormalizing: false,
 		Logger:                        zapPrintf{o.Log},

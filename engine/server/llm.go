@@ -373,6 +373,7 @@ type streamBody struct {
 	chunked bool                    // HTTP/1.1 chunks (HTTP/1.0: the bare events)
 	hdr     *fasthttp.RequestHeader // the request's headers, copied off the RequestCtx
 	werr    error                   // the first write's error
+	head    []byte                  // the response head and first event, until written
 }
 
 func (b *streamBody) emit(name, data []byte) error {

@@ -62,12 +62,13 @@ var lastChunk = []byte("0\r\n\r\n")
 
 var headerPool = sync.Pool{New: func() any { return new(fasthttp.RequestHeader) }}
 
-// relayRaw writes the response head and b's first event on ctx's
-// connection in one write, from the handler's goroutine (the first byte
-// does not wait for a goroutine switch; no earlier response can still be
-// in fasthttp's buffer: see handleServed), detaches the exchange from ctx
-// and hijacks the connection; the rest of the stream runs in relay, on
-// another goroutine.
+// relayRaw prepares the response head and b's first event, writes them in
+// one write on the first request of a connection (from the handler's
+// goroutine: the first byte does not wait for a goroutine switch),
+// detaches the exchange from ctx and hijacks the connection. On a later
+// request fasthttp may still hold the previous answer in its buffer (it
+// batches answers to pipelined requests), so hijacked writes them once
+// fasthttp has flushed. The rest of the stream runs in relay.
 func (s *Server) relayRaw(ctx *fasthttp.RequestCtx, b *streamBody) {
 	s.streams.Add(1) // relay takes it back, whatever happens
 	h := &ctx.Response.Header
@@ -92,12 +93,10 @@ func (s *Server) relayRaw(ctx *fasthttp.RequestCtx, b *streamBody) {
 	if b.ended && b.chunked {
 		first = append(first, lastChunk...)
 	}
-	b.x.FirstByte = time.Since(b.x.Start)
-	b.writeDeadline()
-	_, b.werr = b.conn.Write(first)
-	// fasthttp clears the connection's deadlines when it hijacks it: the
-	// relay's first write sets a new one.
-	b.wtSet = time.Time{}
+	b.head = first
+	if ctx.ConnRequestNum() == 1 {
+		b.writeHead()
+	}
 
 	// What the rest of the exchange may still read of the request must
 	// outlive ctx, which goes back to fasthttp's pool after the hijack: the
@@ -111,6 +110,17 @@ func (s *Server) relayRaw(ctx *fasthttp.RequestCtx, b *streamBody) {
 
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(b.hijacked)
+}
+
+// writeHead writes the response head and first event.
+func (b *streamBody) writeHead() {
+	b.x.FirstByte = time.Since(b.x.Start)
+	b.writeDeadline()
+	_, b.werr = b.conn.Write(b.head)
+	b.head = nil
+	// fasthttp clears the connection's deadlines when it hijacks it: the
+	// relay's first write sets a new one.
+	b.wtSet = time.Time{}
 }
 
 // chunk frames b.out (chunkRoom bytes of room, then the payload) as one
@@ -139,6 +149,9 @@ func (b *streamBody) chunk() []byte {
 // releases the RequestCtx, then relays the rest of the stream on a
 // goroutine of its own.
 func (b *streamBody) hijacked(hc net.Conn) {
+	if b.head != nil {
+		b.writeHead()
+	}
 	var left []byte
 	if b.werr == nil && b.keep {
 		left = buffered(hc, b.conn, b.out[:cap(b.out)])

@@ -285,17 +285,7 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) { s.handle(ctx, false) }
 
 // handleServed is the handler of requests read from the server's
 // connections, on which a stream may be relayed raw (relay.go).
-func (s *Server) handleServed(ctx *fasthttp.RequestCtx) {
-	s.handle(ctx, true)
-	if !ctx.Hijacked() {
-		// fasthttp holds a response back while the client has pipelined
-		// another request, to send both in one write; a relayed stream
-		// writes its head from the handler, so nothing may still be held
-		// back then. A write deadline set by the handler (the one fasthttp
-		// would set itself) makes fasthttp flush every response at once.
-		_ = ctx.SetWriteDeadline(time.Now().Add(s.settings.WriteTimeout))
-	}
-}
+func (s *Server) handleServed(ctx *fasthttp.RequestCtx) { s.handle(ctx, true) }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx, served bool) {
 	ep := route(ctx.Path())

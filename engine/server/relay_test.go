@@ -24,6 +24,32 @@ func rawRequest(proto, body string, headers ...string) string {
 	return b.String()
 }
 
+// dial opens a connection to h's server, closed with the test, with a
+// deadline that ends a hung test.
+func (h *harness) dial() net.Conn {
+	h.t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	return c
+}
+
+// openStream sends a streamed request for model on a new connection and
+// returns its reader once the answer's first bytes have arrived.
+func (h *harness) openStream(model string) *bufio.Reader {
+	h.t.Helper()
+	c := h.dial()
+	fmt.Fprint(c, rawRequest("HTTP/1.1", chat(model, `,"stream":true`)))
+	br := bufio.NewReader(c)
+	if _, err := br.Peek(1); err != nil {
+		h.t.Fatalf("stream of %s: %v", model, err)
+	}
+	return br
+}
+
 // readStream reads one response from br and checks it is a whole stream.
 func readStream(t *testing.T, br *bufio.Reader, what string) *http.Response {
 	t.Helper()
@@ -66,12 +92,7 @@ func TestRawRelayKeepAliveAndPipelining(t *testing.T) {
 	for _, reduce := range []bool{false, true} {
 		t.Run(fmt.Sprintf("reduce_memory=%v", reduce), func(t *testing.T) {
 			h := newHarness(t, "", config.ServerSettings{ReduceMemory: reduce})
-			c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			c := h.dial()
 			br := bufio.NewReader(c)
 			stream := rawRequest("HTTP/1.1", chat("gpt-4o", `,"stream":true`))
 			plain := rawRequest("HTTP/1.1", chat("gpt-4o", ""))
@@ -102,12 +123,7 @@ func TestRawRelayKeepAliveAndPipelining(t *testing.T) {
 // ends with the stream.
 func TestRawRelayConnectionClose(t *testing.T) {
 	h := newHarness(t, "", config.ServerSettings{})
-	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := h.dial()
 	fmt.Fprint(c, rawRequest("HTTP/1.1", chat("gpt-4o", `,"stream":true`), "Connection: close"))
 	br := bufio.NewReader(c)
 	resp := readStream(t, br, "stream")
@@ -123,12 +139,7 @@ func TestRawRelayConnectionClose(t *testing.T) {
 // events, delimited by the connection's end.
 func TestStreamToHTTP10Client(t *testing.T) {
 	h := newHarness(t, "", config.ServerSettings{})
-	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := h.dial()
 	fmt.Fprint(c, rawRequest("HTTP/1.0", chat("gpt-4o", `,"stream":true`)))
 	resp := readStream(t, bufio.NewReader(c), "HTTP/1.0 stream")
 	if len(resp.TransferEncoding) != 0 {
@@ -143,27 +154,9 @@ func TestStreamToHTTP10Client(t *testing.T) {
 func TestOpenStreamsLeaveTheConnectionLoop(t *testing.T) {
 	h := newHarness(t, "", config.ServerSettings{})
 	const n = 20
-	type open struct {
-		c  net.Conn
-		br *bufio.Reader
-	}
-	conns := make([]open, n)
-	for i := range conns {
-		c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-		// The slow model: 100 chunks 10 ms apart.
-		fmt.Fprint(c, rawRequest("HTTP/1.1", chat("slow", `,"stream":true`)))
-		conns[i] = open{c, bufio.NewReader(c)}
-	}
-	for i, o := range conns {
-		// The first bytes of each answer: every stream has started.
-		if _, err := o.br.Peek(1); err != nil {
-			t.Fatalf("stream %d: %v", i, err)
-		}
+	var held []*bufio.Reader
+	for range n {
+		held = append(held, h.openStream("slow")) // 100 chunks 10 ms apart
 	}
 	if got := h.srv.streams.Load(); got != n {
 		t.Fatalf("%d streams relayed raw, want %d", got, n)
@@ -175,9 +168,8 @@ func TestOpenStreamsLeaveTheConnectionLoop(t *testing.T) {
 	if got := h.srv.srv.GetCurrentConcurrency(); got != 0 {
 		t.Fatalf("fasthttp still serves %d connections while only streams are open", got)
 	}
-	for i, o := range conns {
-		resp := readStream(t, o.br, fmt.Sprintf("stream %d", i))
-		_ = resp
+	for i, br := range held {
+		readStream(t, br, fmt.Sprintf("stream %d", i))
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for h.srv.streams.Load() != 0 && time.Now().Before(deadline) {
@@ -194,26 +186,10 @@ func TestOpenStreamsLeaveTheConnectionLoop(t *testing.T) {
 func TestMaxConnsCountsRelayedStreams(t *testing.T) {
 	h := newHarness(t, "", config.ServerSettings{MaxConns: 2})
 	var held []*bufio.Reader
-	for i := 0; i < 2; i++ {
-		c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-		fmt.Fprint(c, rawRequest("HTTP/1.1", chat("slow", `,"stream":true`)))
-		br := bufio.NewReader(c)
-		if _, err := br.Peek(1); err != nil {
-			t.Fatalf("stream %d: %v", i, err)
-		}
-		held = append(held, br)
+	for range 2 {
+		held = append(held, h.openStream("slow"))
 	}
-	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	c := h.dial()
 	fmt.Fprint(c, rawRequest("HTTP/1.1", chat("gpt-4o", "")))
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err == nil && resp.StatusCode == 200 {
@@ -232,19 +208,8 @@ func TestMaxConnsCountsRelayedStreams(t *testing.T) {
 func TestLeanStreamsAfterThreshold(t *testing.T) {
 	h := newHarness(t, "", config.ServerSettings{LeanStreamsAfter: 2})
 	var held []*bufio.Reader
-	for i := 0; i < 4; i++ {
-		c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-		fmt.Fprint(c, rawRequest("HTTP/1.1", chat("slow", `,"stream":true`)))
-		br := bufio.NewReader(c)
-		if _, err := br.Peek(1); err != nil {
-			t.Fatalf("stream %d: %v", i, err)
-		}
-		held = append(held, br)
+	for range 4 {
+		held = append(held, h.openStream("slow"))
 	}
 	if got := h.srv.streams.Load(); got != 2 {
 		t.Fatalf("%d of 4 streams relayed raw with lean_streams_after 2, want 2", got)

@@ -660,38 +660,6 @@ func TestGracefulShutdownLetsStreamsFinish(t *testing.T) {
 	}
 }
 
-// With server.reduce_memory the connection's buffers go back to the pool
-// between requests: one keep-alive connection still carries a JSON
-// request, a stream and another JSON request, in order.
-func TestReduceMemoryKeepAliveAcrossStreams(t *testing.T) {
-	h := newHarness(t, "", config.ServerSettings{ReduceMemory: true})
-	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	for i, extra := range []string{``, `,"stream":true`, ``} {
-		body := chat("gpt-4o", extra)
-		fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("request %d: status %d, %v: %s", i, resp.StatusCode, err, b)
-		}
-		if extra != "" && !strings.Contains(string(b), "data: [DONE]") {
-			t.Fatalf("stream without its end: %s", b)
-		}
-		if extra == "" && !strings.Contains(string(b), `"choices"`) {
-			t.Fatalf("not a completion: %s", b)
-		}
-	}
-}
-
 // A client that stops reading a stream is cut off after the write
 // timeout: the gateway does not block on it forever, and when the client
 // reads again the stream has been cut (no terminal event).

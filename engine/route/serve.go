@@ -1,6 +1,7 @@
 package route
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -380,7 +381,7 @@ func isPreamble(d llm.Dialect, ev sse.Event) bool {
 		}
 		return false
 	}
-	if ev.IsDone() {
+	if ev.IsDone() || hasText(ev.Data) {
 		return false
 	}
 	c := gjson.GetBytes(ev.Data, "choices.0")
@@ -390,6 +391,17 @@ func isPreamble(d llm.Dialect, ev sse.Event) bool {
 	delta := c.Get("delta")
 	return c.Get("finish_reason").Type == gjson.Null && delta.Get("content").Str == "" &&
 		!delta.Get("tool_calls").Exists() && delta.Get("reasoning_content").Str == "" && delta.Get("refusal").Str == ""
+}
+
+// hasText reports a member "content" whose value is a non-empty string
+// anywhere in an OpenAI chunk: a chunk that carries text is a first token,
+// whatever else it holds, and most chunks do (one scan instead of five
+// lookups on a stream's first byte). The match is always structural: inside
+// a JSON string a quote is escaped, so `"content":"` cannot occur there.
+func hasText(data []byte) bool {
+	const key = `"content":"`
+	i := bytes.Index(data, []byte(key))
+	return i >= 0 && i+len(key) < len(data) && data[i+len(key)] != '"'
 }
 
 func isErrorEvent(d llm.Dialect, ev sse.Event) bool {

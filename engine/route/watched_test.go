@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/engine/errs"
+	"github.com/portcullis/portcullis/engine/llm"
 	"github.com/portcullis/portcullis/engine/sse"
 )
 
@@ -106,5 +107,30 @@ func TestWatchedCloseStopsWatchdog(t *testing.T) {
 	time.Sleep(30 * time.Millisecond)
 	if s.idleTimer.Stop() {
 		t.Fatal("the watchdog timer is still armed after Close")
+	}
+}
+
+func TestIsPreamble(t *testing.T) {
+	for _, c := range []struct {
+		data string
+		want bool
+	}{
+		{`{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`, true},
+		{`{"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}`, true},
+		{`{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}`, false},
+		// Spaced JSON takes the lookup path.
+		{`{"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": null}]}`, false},
+		{`{"choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": null}]}`, true},
+		{`{"choices":[{"index":0,"delta":{"content":null,"tool_calls":[{"index":0,"function":{"name":"f"}}]},"finish_reason":null}]}`, false},
+		{`{"choices":[{"index":0,"delta":{"content":"","reasoning_content":"hmm"},"finish_reason":null}]}`, false},
+		{`{"choices":[{"index":0,"delta":{"content":"","refusal":"no"},"finish_reason":null}]}`, false},
+		{`{"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}]}`, false},
+		// An escaped "content" inside a string is not a member.
+		{`{"choices":[{"index":0,"delta":{"role":"assistant","content":"","x":"\"content\":\"y"},"finish_reason":null}]}`, true},
+		{`{"choices":[],"usage":{"prompt_tokens":1}}`, false},
+	} {
+		if got := isPreamble(llm.OpenAIChat, sse.Event{Data: []byte(c.data)}); got != c.want {
+			t.Errorf("isPreamble(%s) = %v, want %v", c.data, got, c.want)
+		}
 	}
 }

@@ -332,6 +332,10 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *p
 		s.relayRaw(ctx, b)
 		return
 	}
+	// fasthttp sets the write deadline (WriteTimeout ahead) when the
+	// handler returns, just before the first event is written: counting it
+	// from the request's start spares the first event a second setting.
+	b.wtSet = x.Start
 	ctx.SetBodyStream(b, -1)
 }
 

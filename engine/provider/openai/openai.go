@@ -166,8 +166,15 @@ const usageMember = `"stream_options":{"include_usage":true}`
 // in one allocation (sjson's path set cost a kilobyte of garbage per
 // stream); one with stream_options but no include_usage goes through sjson.
 func includeUsage(body []byte) []byte {
-	so := gjson.GetBytes(body, "stream_options")
-	if so.Exists() {
+	// Most bodies have no stream_options at all: one scan for the name
+	// tells, where a lookup would walk every member (messages included).
+	if bytes.Contains(body, []byte(`"stream_options"`)) {
+		so := gjson.GetBytes(body, "stream_options")
+		if !so.Exists() {
+			// The name was inside a string or a nested object: the
+			// top level has none.
+			return insertUsage(body)
+		}
 		if so.Get("include_usage").Bool() {
 			return body
 		}
@@ -177,6 +184,11 @@ func includeUsage(body []byte) []byte {
 		}
 		return b
 	}
+	return insertUsage(body)
+}
+
+// insertUsage adds stream_options with include_usage as body's first member.
+func insertUsage(body []byte) []byte {
 	i := bytes.IndexByte(body, '{')
 	if i < 0 {
 		return body

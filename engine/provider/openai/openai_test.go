@@ -45,6 +45,10 @@ func TestIncludeUsage(t *testing.T) {
 		{`{"model":"m","stream_options":{"include_usage":false}}`, `{"model":"m","stream_options":{"include_usage":true}}`},
 		{`{"model":"m","stream_options":{}}`, `{"model":"m","stream_options":{"include_usage":true}}`},
 		{`{"model":"m","stream_options":{"include_usage":true}}`, `{"model":"m","stream_options":{"include_usage":true}}`},
+		// The name elsewhere than as a top-level member.
+		{`{"model":"m","messages":[{"role":"user","content":"what is \"stream_options\"?"}]}`,
+			`{"stream_options":{"include_usage":true},"model":"m","messages":[{"role":"user","content":"what is \"stream_options\"?"}]}`},
+		{`{"model":"m","metadata":{"stream_options":{"x":1}}}`, `{"stream_options":{"include_usage":true},"model":"m","metadata":{"stream_options":{"x":1}}}`},
 	} {
 		in := []byte(c.in)
 		got := includeUsage(in)

@@ -43,7 +43,11 @@ const DialTimeout = 5 * time.Second
 // fasthttp sets one read deadline for a whole response, body included.
 type Client struct {
 	*fasthttp.Client
-	conns sync.Map // local address -> net.Conn
+	// conns: local address -> net.Conn. Keyed by the net.Addr value the
+	// connection returns (a *net.TCPAddr the connection keeps, so the same
+	// pointer every time): a lookup is a pointer hash, not the address
+	// formatted as a string.
+	conns sync.Map
 	// tls: "host:port" of the https upstreams (Prepare) -> *tls.Config;
 	// their handshake happens in the dial goroutine.
 	tls      sync.Map
@@ -52,7 +56,7 @@ type Client struct {
 
 type trackedConn struct {
 	net.Conn
-	key   string
+	key   net.Addr
 	table *sync.Map
 }
 
@@ -69,7 +73,7 @@ func (c *trackedTLSConn) Handshake() error { return c.Conn.(*tls.Conn).Handshake
 
 // extendDeadline sets the read deadline of the connection resp arrived on.
 func (c *Client) extendDeadline(resp *fasthttp.Response, deadline time.Time) {
-	if v, ok := c.conns.Load(resp.LocalAddr().String()); ok {
+	if v, ok := c.conns.Load(resp.LocalAddr()); ok {
 		_ = v.(net.Conn).SetReadDeadline(deadline)
 	}
 }
@@ -171,7 +175,7 @@ func (c *Client) dial(d *fasthttp.TCPDialer, addr string, timeout time.Duration)
 	if r.err != nil {
 		return nil, r.err
 	}
-	key := r.conn.LocalAddr().String()
+	key := r.conn.LocalAddr()
 	c.conns.Store(key, r.conn)
 	t := trackedConn{Conn: r.conn, key: key, table: &c.conns}
 	if cfg != nil {

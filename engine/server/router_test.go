@@ -283,6 +283,8 @@ model_list:
     litellm_params: {model: openai/x-chunks-5-gap-400, api_key: k, stream_timeout: 0.1}
   - model_name: backup
     litellm_params: {model: anthropic/backup, api_key: k}
+  - model_name: steady
+    litellm_params: {model: openai/x-chunks-6-gap-60, api_key: k, stream_timeout: 0.1}
 router_settings:
   fallbacks: [{slowstart: [backup]}, {stalls: [backup]}]
 `, config.ServerSettings{})
@@ -298,6 +300,17 @@ router_settings:
 	ev := events(b)
 	if last := ev[len(ev)-1][1]; !strings.Contains(last, "upstream_timeout") {
 		t.Fatalf("a stalled stream must end with a timeout error event: %q", ev)
+	}
+	// The first-token deadline bounds the wait for the response head only:
+	// a stream that outlasts it, each gap within it, completes (the
+	// upstream connection's read deadline moves on once the head is in).
+	start = time.Now()
+	resp, b = h.post("/v1/chat/completions", chat("steady", `,"stream":true`))
+	if resp.StatusCode != 200 || strings.Contains(string(b), "error") || !strings.HasSuffix(strings.TrimSpace(string(b)), "[DONE]") {
+		t.Fatalf("a steady stream longer than its first-token deadline: %d %s", resp.StatusCode, b)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("the stream took %v: the test needs it to outlast the 100ms first-token deadline", d)
 	}
 }
 

@@ -435,6 +435,104 @@ func TestPIIStreamOpenAI(t *testing.T) {
 	}
 }
 
+// choiceChunk is an OpenAI chunk carrying text for the given choices
+// (index -> text), in index order.
+func choiceChunk(texts ...string) [2]string {
+	var b strings.Builder
+	b.WriteString(`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[`)
+	first := true
+	for i, t := range texts {
+		if t == "" {
+			continue
+		}
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		j, _ := json.Marshal(t)
+		fmt.Fprintf(&b, `{"index":%d,"delta":{"content":%s},"finish_reason":null}`, i, j)
+	}
+	b.WriteString(`]}`)
+	return [2]string{"", b.String()}
+}
+
+// textByChoice joins each choice's delta text over the emitted events.
+func textByChoice(t *testing.T, out []string) map[int]string {
+	t.Helper()
+	got := map[int]string{}
+	for _, o := range out {
+		data := o[strings.IndexByte(o, '|')+1:]
+		if data == "[DONE]" {
+			continue
+		}
+		var ev struct {
+			Choices []struct {
+				Index int `json:"index"`
+				Delta struct {
+					Content *string `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			t.Fatalf("emitted invalid JSON %q: %v", data, err)
+		}
+		for _, c := range ev.Choices {
+			if c.Delta.Content != nil {
+				got[c.Index] += *c.Delta.Content
+			}
+		}
+	}
+	return got
+}
+
+// Streams with n > 1: each choice's text is held and redacted on its own.
+func TestPIIStreamOpenAIChoices(t *testing.T) {
+	s := stage(t, config.PluginSettings{Name: "pii", Module: module(t, "pii-redact")}, testRouter())
+	// Interleaved chunks of one choice each, addresses split across
+	// chunks; choice 0 finishes with a finish chunk, choice 1 is flushed
+	// before [DONE].
+	_, out, x := streamText(t, s, llm.OpenAIChat, [][2]string{
+		choiceChunk("mail john.d"), choiceChunk("", "call +1 555 "), choiceChunk("oe@example.com now"),
+		choiceChunk("", "123 4567 or ann@exa"), choiceChunk("", "mple.org"),
+		{"", `{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`},
+		{"", "[DONE]"},
+	})
+	got := textByChoice(t, out)
+	if got[0] != "mail [EMAIL] now" || got[1] != "call [PHONE] or [EMAIL]" {
+		t.Errorf("texts %v\nevents:\n%s", got, strings.Join(out, "\n"))
+	}
+	if out[len(out)-1] != "|[DONE]" {
+		t.Errorf("last event %q", out[len(out)-1])
+	}
+	if l := strings.Join(x.Labels, ","); !strings.Contains(l, "redacted:email") || !strings.Contains(l, "redacted:phone") {
+		t.Errorf("labels %v", x.Labels)
+	}
+	// Both choices in one chunk: each is patched at its own position.
+	_, out, _ = streamText(t, s, llm.OpenAIChat, [][2]string{
+		choiceChunk("a bob@", "b eve@"), choiceChunk("example.com", "example.net"), {"", "[DONE]"},
+	})
+	if got := textByChoice(t, out); got[0] != "a [EMAIL]" || got[1] != "b [EMAIL]" {
+		t.Errorf("two choices per chunk: %v\nevents:\n%s", got, strings.Join(out, "\n"))
+	}
+	// Many choices, each holding a word back: the state stays within its
+	// size limit (text no longer held when full), and nothing is lost.
+	var first, second []string
+	want := map[int]string{}
+	for i := 0; i < 64; i++ {
+		w := fmt.Sprintf("word%03d", i)
+		first = append(first, "x "+strings.Repeat(w, 8))
+		second = append(second, " done")
+		want[i] = "x " + strings.Repeat(w, 8) + " done"
+	}
+	_, out, _ = streamText(t, s, llm.OpenAIChat, [][2]string{choiceChunk(first...), choiceChunk(second...), {"", "[DONE]"}})
+	got = textByChoice(t, out)
+	for i, w := range want {
+		if got[i] != w {
+			t.Fatalf("choice %d: %q, want %q", i, got[i], w)
+		}
+	}
+}
+
 func TestPIIStreamAnthropic(t *testing.T) {
 	s := stage(t, config.PluginSettings{Name: "pii", Module: module(t, "pii-redact")}, testRouter())
 	delta := func(text string) [2]string {

@@ -361,7 +361,7 @@ static int flush_text(const char *t, size_t n, pc_buf *out, int counts[NKINDS]) 
     return found;
 }
 
-static void openai_flush_chunk(pc_res *r, pc_str data, const char *text, size_t n) {
+static void openai_flush_chunk(pc_res *r, pc_str data, uint64_t index, const char *text, size_t n) {
     pc_buf c = {0, 0, 0};
     pc_str v;
     pc_buf_cstr(&c, "{");
@@ -381,7 +381,9 @@ static void openai_flush_chunk(pc_res *r, pc_str data, const char *text, size_t 
         pc_buf_str(&c, v);
         pc_buf_byte(&c, ',');
     }
-    pc_buf_cstr(&c, "\"choices\":[{\"index\":0,\"delta\":{\"content\":");
+    pc_buf_cstr(&c, "\"choices\":[{\"index\":");
+    pc_buf_uint(&c, index);
+    pc_buf_cstr(&c, ",\"delta\":{\"content\":");
     pc_buf_json_str(&c, text, n);
     pc_buf_cstr(&c, "},\"finish_reason\":null}]}");
     pc_res_insert(r, 0, c.p, c.n);
@@ -402,6 +404,175 @@ static void anthropic_flush_event(pc_res *r, pc_str index, const char *text, siz
     pc_buf_free(&c);
 }
 
+/* OpenAI streams hold text per choice (n > 1 sends each choice's chunks
+ * with its "index"). The state is the held text of choice 0 alone, as is
+ * (the common case), or "\x01" then records "index:length:text" for any
+ * other set of choices. Held text is a trailing word, never starting with
+ * \x01. */
+typedef struct {
+    uint64_t index;
+    pc_buf text;
+} held_choice;
+
+typedef struct {
+    held_choice *v;
+    size_t n, cap;
+} held_set;
+
+/* state budget: the SDK's state is at most 4 KiB once escaped; held text
+ * is word characters (escaped as is), records add a few bytes each */
+#define HELD_BUDGET 3072
+
+static pc_buf *held_get(held_set *h, uint64_t index) {
+    for (size_t i = 0; i < h->n; i++)
+        if (h->v[i].index == index) return &h->v[i].text;
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? 2 * h->cap : 4;
+        held_choice *v = realloc(h->v, cap * sizeof *v);
+        if (!v) return 0;
+        h->v = v, h->cap = cap;
+    }
+    held_choice *c = &h->v[h->n++];
+    c->index = index;
+    c->text = (pc_buf){0, 0, 0};
+    return &c->text;
+}
+
+static void held_free(held_set *h) {
+    for (size_t i = 0; i < h->n; i++) pc_buf_free(&h->v[i].text);
+    free(h->v);
+}
+
+static uint64_t parse_uint(const char **p, const char *e) {
+    uint64_t v = 0;
+    while (*p < e && **p >= '0' && **p <= '9') v = v * 10 + (uint64_t)(*(*p)++ - '0');
+    return v;
+}
+
+static void held_decode(held_set *h, pc_str s) {
+    if (!s.n) return;
+    if (s.p[0] != '\x01') {
+        pc_buf *b = held_get(h, 0);
+        if (b) pc_buf_raw(b, s.p, s.n);
+        return;
+    }
+    const char *p = s.p + 1, *e = s.p + s.n;
+    while (p < e) {
+        uint64_t index = parse_uint(&p, e);
+        if (p >= e || *p++ != ':') return;
+        uint64_t n = parse_uint(&p, e);
+        if (p >= e || *p++ != ':' || n > (uint64_t)(e - p)) return;
+        pc_buf *b = held_get(h, index);
+        if (b) pc_buf_raw(b, p, (size_t)n);
+        p += n;
+    }
+}
+
+/* held_size is what the encoded state takes so far. */
+static size_t held_size(held_set *h) {
+    size_t n = 1;
+    for (size_t i = 0; i < h->n; i++)
+        if (h->v[i].text.n) n += h->v[i].text.n + 24;
+    return n;
+}
+
+static void held_encode(pc_res *r, held_set *h) {
+    size_t live = 0, only0 = 1;
+    for (size_t i = 0; i < h->n; i++) {
+        if (!h->v[i].text.n) continue;
+        live++;
+        if (h->v[i].index != 0) only0 = 0;
+    }
+    if (!live) return;
+    if (only0) {
+        pc_buf *b = held_get(h, 0);
+        pc_res_state(r, b->p, b->n);
+        return;
+    }
+    pc_buf e = {0, 0, 0};
+    pc_buf_byte(&e, '\x01');
+    for (size_t i = 0; i < h->n; i++) {
+        if (!h->v[i].text.n) continue;
+        pc_buf_uint(&e, h->v[i].index);
+        pc_buf_byte(&e, ':');
+        pc_buf_uint(&e, h->v[i].text.n);
+        pc_buf_byte(&e, ':');
+        pc_buf_raw(&e, h->v[i].text.p, h->v[i].text.n);
+    }
+    pc_res_state(r, e.p, e.n);
+    pc_buf_free(&e);
+}
+
+/* flush_held sends every choice's held text, redacted, in chunks inserted
+ * before the current event (data: the chunk to copy id/model from). */
+static void flush_held(pc_res *r, held_set *h, pc_str data) {
+    for (size_t i = 0; i < h->n; i++) {
+        pc_buf *t = &h->v[i].text;
+        if (!t->n) continue;
+        pc_buf out = {0, 0, 0};
+        int counts[NKINDS] = {0};
+        flush_text(t->p, t->n, &out, counts);
+        openai_flush_chunk(r, data, h->v[i].index, out.p, out.n);
+        add_redactions(r, "/choices/0/delta/content", 24, counts);
+        pc_buf_free(&out);
+        t->n = 0;
+    }
+}
+
+/* openai_choice redacts one choice of a chunk (k: its position in
+ * "choices", for the patch path; v: the choice object). */
+static void openai_choice(pc_res *r, held_set *h, pc_str data, size_t k, pc_str v) {
+    pc_str fr, c, ix;
+    uint64_t index = k;
+    if (pc_json_get(v, "index", &ix) && pc_json_type(ix) == '0' && pc_json_int(ix) >= 0) index = (uint64_t)pc_json_int(ix);
+    int finished = pc_json_get(v, "finish_reason", &fr) && pc_json_type(fr) == '"';
+    pc_str text_v = {0, 0};
+    int has_text = 0, into_delta = 0;
+    if (pc_json_path(v, "delta.content", &c) && pc_json_type(c) == '"') {
+        text_v = c, has_text = 1;
+    } else if (finished && pc_json_get(v, "delta", &c) && pc_json_type(c) == '{') {
+        /* a finish chunk with a delta: the held text goes into it */
+        into_delta = 1;
+    }
+    if (!has_text && !finished) return;
+    pc_buf *held = held_get(h, index);
+    if (!held) return;
+    /* all = held + this event's text */
+    pc_buf all = {0, 0, 0};
+    size_t had_held = held->n;
+    pc_buf_raw(&all, held->p, held->n);
+    held->n = 0;
+    if (text_v.n) {
+        int owned;
+        pc_str t = pc_json_text(text_v, &owned);
+        pc_buf_raw(&all, t.p, t.n);
+        if (owned) free((void *)t.p);
+    }
+    size_t cut = finished ? all.n : hold_from(all.p, all.n);
+    if (cut < all.n && held_size(h) + (all.n - cut) + 24 > HELD_BUDGET) cut = all.n; /* no room to hold: send */
+    pc_buf out = {0, 0, 0};
+    int counts[NKINDS] = {0};
+    int found = flush_text(all.p, cut, &out, counts);
+    char path[128];
+    size_t pn = mkpath(path, "/choices/", k, 0, 0, "/delta/content");
+    if (has_text || into_delta) {
+        /* the event goes out unchanged when nothing was held, held back or
+         * replaced; else its text is replaced ("add" also replaces: a
+         * finish chunk's delta may lack content) */
+        int unchanged = !had_held && cut == all.n && !found;
+        if (!unchanged && (text_v.n || out.n))
+            pc_res_patch_str(r, text_v.n ? "replace" : "add", path, pn, out.p ? out.p : "", out.n);
+        add_redactions(r, path, pn, counts);
+    } else if (out.n) {
+        /* finished without a delta: the held text goes in a chunk before */
+        openai_flush_chunk(r, data, index, out.p, out.n);
+        add_redactions(r, "/choices/0/delta/content", 24, counts);
+    }
+    if (cut < all.n) pc_buf_raw(held, all.p + cut, all.n - cut);
+    pc_buf_free(&out);
+    pc_buf_free(&all);
+}
+
 PC_ON_STREAM_EVENT(env) {
     pc_str data, v, text_v = {0, 0};
     pc_res r;
@@ -410,41 +581,39 @@ PC_ON_STREAM_EVENT(env) {
     pc_str f[2];
     pc_envelope(env, keys, f, 2, &data);
     pc_str held = held_state(f[0]);
-    const char *text_path = 0;
-    int flush = 0;      /* send everything, hold nothing */
-    int flush_kind = 0; /* 1: insert an OpenAI chunk, 2: an Anthropic delta */
-    pc_str index = {0, 0};
-
     pc_str ev = f[1];
-    int anthropic = ev.p != 0;
-    if (pc_json_str_eq(data, "[DONE]")) {
-        flush = 1, flush_kind = 1;
-        data.n = 0;
-    } else if (anthropic) {
-        if (pc_json_str_eq(ev, "content_block_delta")) {
-            if (pc_json_path(data, "delta.text", &v) && pc_json_type(v) == '"') {
-                text_v = v;
-                text_path = "/delta/text";
-            }
-        } else if (pc_json_str_eq(ev, "content_block_stop") || pc_json_str_eq(ev, "message_stop") ||
-                   pc_json_str_eq(ev, "message_delta")) {
-            flush = 1, flush_kind = 2;
-            pc_json_get(data, "index", &index);
+
+    if (!ev.p) {
+        /* OpenAI chat: every choice of the chunk, text held per choice */
+        held_set h = {0, 0, 0};
+        held_decode(&h, held);
+        free((void *)held.p);
+        pc_str arr, el;
+        pc_iter it;
+        if (pc_json_str_eq(data, "[DONE]")) {
+            pc_str none = {0, 0};
+            flush_held(&r, &h, none);
+        } else if (pc_json_get(data, "choices", &arr) && pc_json_iter(arr, &it) && it.close == ']') {
+            for (size_t k = 0; pc_json_next(&it, 0, &el); k++) openai_choice(&r, &h, data, k, el);
         }
-    } else if (pc_json_path(data, "choices.0", &v)) {
-        pc_str fr, c;
-        int finished = pc_json_get(v, "finish_reason", &fr) && pc_json_type(fr) == '"';
-        if (pc_json_path(v, "delta.content", &c) && pc_json_type(c) == '"') {
-            text_v = c;
-            text_path = "/choices/0/delta/content";
-        } else if (finished && pc_json_get(v, "delta", &c) && pc_json_type(c) == '{') {
-            /* a finish chunk with a delta: the held text goes into it */
-            text_path = "/choices/0/delta/content";
+        held_encode(&r, &h);
+        held_free(&h);
+        return pc_res_finish(&r);
+    }
+
+    /* Anthropic: one text block at a time */
+    const char *text_path = 0;
+    int flush = 0; /* send everything, hold nothing */
+    pc_str index = {0, 0};
+    if (pc_json_str_eq(ev, "content_block_delta")) {
+        if (pc_json_path(data, "delta.text", &v) && pc_json_type(v) == '"') {
+            text_v = v;
+            text_path = "/delta/text";
         }
-        if (finished) {
-            flush = 1;
-            if (!text_path) flush_kind = 1;
-        }
+    } else if (pc_json_str_eq(ev, "content_block_stop") || pc_json_str_eq(ev, "message_stop") ||
+               pc_json_str_eq(ev, "message_delta")) {
+        flush = 1;
+        pc_json_get(data, "index", &index);
     }
 
     if (!text_path && !flush) {
@@ -473,19 +642,14 @@ PC_ON_STREAM_EVENT(env) {
     if (text_path) {
         size_t pn = strlen(text_path);
         /* the event goes out unchanged when nothing was held, held back
-         * or replaced; else its text is replaced ("add" also replaces: a
-         * finish chunk's delta may lack content) */
+         * or replaced; else its text is replaced */
         int unchanged = !had_held && cut == all.n && !found;
         if (!unchanged && (text_v.n || out.n))
-            pc_res_patch_str(&r, text_v.n ? "replace" : "add", text_path, pn, out.p ? out.p : "", out.n);
+            pc_res_patch_str(&r, "replace", text_path, pn, out.p ? out.p : "", out.n);
         add_redactions(&r, text_path, pn, counts);
     } else if (out.n) {
-        if (flush_kind == 2)
-            anthropic_flush_event(&r, index, out.p, out.n);
-        else
-            openai_flush_chunk(&r, data, out.p, out.n);
-        add_redactions(&r, flush_kind == 2 ? "/delta/text" : "/choices/0/delta/content",
-                       flush_kind == 2 ? 11 : 24, counts);
+        anthropic_flush_event(&r, index, out.p, out.n);
+        add_redactions(&r, "/delta/text", 11, counts);
     }
     if (cut < all.n) pc_res_state(&r, all.p + cut, all.n - cut);
     pc_buf_free(&out);
@@ -500,19 +664,21 @@ PC_ON_STREAM_END(env) {
     pc_str held = held_state(f[0]), ep = f[2];
     pc_res r;
     pc_res_init(&r);
+    pc_str none = {0, 0};
     if (held.n && pc_json_type(f[1]) == 't') {
-        pc_buf out = {0, 0, 0};
-        int counts[NKINDS] = {0};
-        flush_text(held.p, held.n, &out, counts);
-        pc_str none = {0, 0};
         if (pc_json_str_eq(ep, "messages")) {
+            pc_buf out = {0, 0, 0};
+            int counts[NKINDS] = {0};
+            flush_text(held.p, held.n, &out, counts);
             anthropic_flush_event(&r, none, out.p, out.n);
             add_redactions(&r, "/delta/text", 11, counts);
+            pc_buf_free(&out);
         } else {
-            openai_flush_chunk(&r, none, out.p, out.n);
-            add_redactions(&r, "/choices/0/delta/content", 24, counts);
+            held_set h = {0, 0, 0};
+            held_decode(&h, held);
+            flush_held(&r, &h, none);
+            held_free(&h);
         }
-        pc_buf_free(&out);
     }
     free((void *)held.p);
     return pc_res_finish(&r);

@@ -210,20 +210,58 @@ type Endpoint struct {
 	Secret string
 	// Classify refines the generic upstream error mapping; may be nil.
 	Classify func(e *errs.Error, status int, body []byte)
+
+	// tmpl is the request every call starts from (URL parsed, fixed
+	// headers set), built on first use.
+	tmpl atomic.Pointer[endpointTemplate]
+}
+
+// endpointTemplate holds an endpoint's two request shapes: a call copies
+// one (a parsed URL and a few headers copied) instead of parsing the URL
+// and setting each header again.
+type endpointTemplate struct{ json, sse fasthttp.Request }
+
+func (ep *Endpoint) template() *endpointTemplate {
+	if t := ep.tmpl.Load(); t != nil {
+		return t
+	}
+	t := &endpointTemplate{}
+	for _, c := range [...]struct {
+		req    *fasthttp.Request
+		accept string
+	}{{&t.json, "application/json"}, {&t.sse, "text/event-stream"}} {
+		c.req.SetRequestURI(ep.URL)
+		c.req.Header.SetMethod(fasthttp.MethodPost)
+		c.req.Header.SetContentType("application/json")
+		for _, h := range ep.Headers {
+			c.req.Header.Set(h[0], h[1])
+		}
+		c.req.Header.Set("Accept", c.accept)
+		// Parsed here, before the template is shared: copies only read it.
+		_ = c.req.URI()
+	}
+	ep.tmpl.CompareAndSwap(nil, t)
+	return ep.tmpl.Load()
 }
 
 // Do sends body and returns the response in dialect d. extra headers are
 // added after the endpoint's own.
 func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Dialect, extra ...[2]string) (*Response, error) {
 	req := fasthttp.AcquireRequest()
-	req.SetRequestURI(ep.URL)
-	req.Header.SetMethod(fasthttp.MethodPost)
-	req.Header.SetContentType("application/json")
-	for _, h := range ep.Headers {
-		req.Header.Set(h[0], h[1])
+	t := ep.template()
+	accept := "application/json"
+	if r.Stream {
+		t.sse.CopyTo(req)
+		accept = "text/event-stream"
+	} else {
+		t.json.CopyTo(req)
 	}
 	for _, h := range extra {
 		req.Header.Set(h[0], h[1])
+		if strings.EqualFold(h[0], "accept") {
+			// The dialect decides what is accepted.
+			req.Header.Set("Accept", accept)
+		}
 	}
 	for _, name := range r.RemoveHeaders {
 		if !Protected(name) {
@@ -234,11 +272,6 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 		if !Protected(h[0]) {
 			req.Header.Set(h[0], h[1])
 		}
-	}
-	if r.Stream {
-		req.Header.Set("Accept", "text/event-stream")
-	} else {
-		req.Header.Set("Accept", "application/json")
 	}
 	req.SetBodyRaw(body)
 

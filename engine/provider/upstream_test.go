@@ -253,3 +253,56 @@ func TestResponseCutMidwayIsNotRetried(t *testing.T) {
 		t.Fatalf("upstream read %d requests, want 1 (no retry)", n)
 	}
 }
+
+// Every call starts from the endpoint's template: the URL, method, content
+// type and fixed headers, the Accept of its kind; extra, set and removed
+// headers apply to that call only.
+func TestEndpointRequestHeaders(t *testing.T) {
+	type seen struct {
+		method, path string
+		h            http.Header
+	}
+	got := make(chan seen, 8)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.Method, r.URL.Path, r.Header.Clone()}
+		if r.Header.Get("Accept") == "text/event-stream" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "data: {}\n\ndata: [DONE]\n\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{}`)
+	}))
+	t.Cleanup(srv.Close)
+	ep := &Endpoint{Provider: "openai", Client: NewClient(), URL: srv.URL + "/v1/chat/completions",
+		Headers: [][2]string{{"Authorization", "Bearer sk-test"}, {"X-Team", "blue"}}}
+	call := func(r *Request, extra ...[2]string) seen {
+		t.Helper()
+		r.Deadline = time.Now().Add(5 * time.Second)
+		resp, err := ep.Do(context.Background(), r, []byte(`{}`), llm.OpenAIChat, extra...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Stream != nil {
+			_ = resp.Stream.Close()
+		} else {
+			resp.Release()
+		}
+		return <-got
+	}
+	s := call(&Request{Stream: true, SetHeaders: [][2]string{{"X-Trace", "1"}, {"Authorization", "Bearer stolen"}}, RemoveHeaders: []string{"X-Team"}},
+		[2]string{"Anthropic-Beta", "b1"}, [2]string{"Accept", "text/html"})
+	if s.method != "POST" || s.path != "/v1/chat/completions" || s.h.Get("Content-Type") != "application/json" ||
+		s.h.Get("Authorization") != "Bearer sk-test" || s.h.Get("Accept") != "text/event-stream" ||
+		s.h.Get("X-Trace") != "1" || s.h.Get("X-Team") != "" || s.h.Get("Anthropic-Beta") != "b1" {
+		t.Fatalf("stream call: %s %s %v", s.method, s.path, s.h)
+	}
+	// The next calls see none of the first one's changes.
+	for i := 0; i < 2; i++ {
+		s = call(&Request{})
+		if s.h.Get("Accept") != "application/json" || s.h.Get("X-Team") != "blue" || s.h.Get("X-Trace") != "" ||
+			s.h.Get("Anthropic-Beta") != "" || len(s.h.Values("Authorization")) != 1 || s.h.Get("Authorization") != "Bearer sk-test" {
+			t.Fatalf("call %d: %v", i, s.h)
+		}
+	}
+}

@@ -196,6 +196,25 @@ func TestTimesCountsANegativeBareHopAsZero(t *testing.T) {
 	}
 }
 
+// A ratio target is judged against a bare hop that added latency; one that
+// measured none (direct as slow or slower) leaves the row without a
+// verdict, counted neither way.
+func TestRatioCheckWithoutABareHopFigureHasNoVerdict(t *testing.T) {
+	c := ratioCheck("p99", "m", 2, 438, -352)
+	if c.undecided == "" || c.pass || c.limit != "—" || !strings.HasPrefix(c.verdict(), "no verdict: ") {
+		t.Fatalf("negative bare hop: %+v %q", c, c.verdict())
+	}
+	if c := ratioCheck("p99", "m", 2, 0, 0); c.undecided == "" {
+		t.Fatalf("zero bare hop: %+v", c)
+	}
+	if c := ratioCheck("p50", "m", 1.5, 299, 200); !c.pass || c.undecided != "" || c.verdict() != "PASS" || c.limit != "≤ +300 µs" {
+		t.Fatalf("within: %+v %q", c, c.verdict())
+	}
+	if c := ratioCheck("p50", "m", 1.5, 301, 200); c.pass || c.verdict() != "**FAIL**" {
+		t.Fatalf("over: %+v %q", c, c.verdict())
+	}
+}
+
 func TestByRoundPairsTheGatewayWithTheBareHop(t *testing.T) {
 	got := byRound(&side{ttfbRounds: []float64{300, 310}}, &side{ttfbRounds: []float64{550, 600}}, &side{ttfbRounds: []float64{620, 640}})
 	if !strings.Contains(got, "round by round: 70, 40.") || !strings.Contains(got, "direct 300, 310;") {

@@ -317,7 +317,9 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 		if headerDeadline != deadline {
 			ep.Client.extendDeadline(resp, deadline)
 		}
-		out.Stream = &httpStream{resp: resp, ep: ep, rd: sse.NewReader(resp.BodyStream(), 0)}
+		st := &httpStream{resp: resp, ep: ep}
+		st.rd.Init(resp.BodyStream(), 0, st.buf[:])
+		out.Stream = st
 		return out, nil
 	}
 	out.Body = resp.Body()
@@ -330,10 +332,13 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 // memory must outlive both.
 type httpStream struct {
 	resp   *fasthttp.Response
-	rd     *sse.Reader
+	rd     sse.Reader
 	ep     *Endpoint
 	closed atomic.Bool
 	mu     sync.Mutex
+	// buf is rd's first buffer (512 bytes hold a typical chunk), in the
+	// same allocation.
+	buf [512]byte
 }
 
 func (s *httpStream) Next() (sse.Event, error) {

@@ -315,6 +315,7 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *p
 		return
 	}
 	b := &streamBody{s: s, rt: rt, x: x, ctx: ctx, tr: tr, first: first, hasFirst: true, wt: s.settings.WriteTimeout}
+	b.out = b.outBuf[:0]
 	b.emitFn = b.emit
 	b.wait, _ = resp.Stream.(provider.Waiter)
 	if fs := x.Filters(); len(fs) > 0 {
@@ -370,6 +371,9 @@ type streamBody struct {
 
 	out []byte
 	off int
+	// outBuf is out's first buffer (a typical chunk fits), in the same
+	// allocation as the streamBody.
+	outBuf [256]byte
 
 	// Set when the stream is relayed on the hijacked connection (relay.go).
 	conn    net.Conn

@@ -46,13 +46,22 @@ type Reader struct {
 
 // NewReader returns a Reader over r. maxEvent <= 0 selects DefaultMaxEvent.
 func NewReader(r io.Reader, maxEvent int) *Reader {
-	if maxEvent <= 0 {
-		maxEvent = DefaultMaxEvent
-	}
 	// 512 bytes hold a typical chat chunk (150-400 bytes); the buffer
 	// doubles for larger events. It lives as long as the stream, so
 	// thousands of idle streams pay for its size.
-	return &Reader{src: r, max: maxEvent, buf: make([]byte, 512)}
+	rd := &Reader{}
+	rd.Init(r, maxEvent, make([]byte, 512))
+	return rd
+}
+
+// Init readies a Reader (a field of a larger struct: one allocation for
+// both) over r with buf as its first buffer (grown, not reused, when an
+// event does not fit). maxEvent <= 0 selects DefaultMaxEvent.
+func (r *Reader) Init(src io.Reader, maxEvent int, buf []byte) {
+	if maxEvent <= 0 {
+		maxEvent = DefaultMaxEvent
+	}
+	*r = Reader{src: src, max: maxEvent, buf: buf}
 }
 
 // Reset points the reader at a new stream, keeping its buffers.

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -206,7 +207,9 @@ func insertUsage(body []byte) []byte {
 // SetModel returns body with its top-level "model" replaced, editing the
 // bytes in place of a decode and re-encode. body is not modified.
 func SetModel(body []byte, model string) ([]byte, error) {
-	cur := gjson.GetBytes(body, "model")
+	// Looked up over the body's memory (GetBytes would copy the value):
+	// cur is only compared and its offset used, within this call.
+	cur := gjson.Get(unsafe.String(unsafe.SliceData(body), len(body)), "model")
 	if cur.Type == gjson.String && cur.Str == model {
 		return body, nil
 	}

@@ -1196,14 +1196,15 @@ func kernel() string {
 	return strings.TrimSpace(string(b))
 }
 
-// commit is the short HEAD, marked when the work tree has changes.
+// commit is the short HEAD, marked when the work tree has changes other
+// than bench/RESULTS.md (which the previous run rewrote).
 func commit() string {
 	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
 		return "unknown"
 	}
 	c := strings.TrimSpace(string(out))
-	if exec.Command("git", "diff", "--quiet", "HEAD").Run() != nil {
+	if exec.Command("git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)bench/RESULTS.md").Run() != nil {
 		c += " (with uncommitted changes)"
 	}
 	return c

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -40,10 +41,10 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect, served bool) 
 	x.Body = ctx.PostBody()
 	// The client's id comes back as it was sent; ours otherwise.
 	if x.ClientID != "" {
-		ctx.Response.Header.Set("x-request-id", x.ClientID)
-		ctx.Response.Header.Set("x-portcullis-request-id", x.ID)
+		setHeader(&ctx.Response.Header, hdrRequestID, x.ClientID)
+		setHeader(&ctx.Response.Header, hdrPortcullisRequestID, x.ID)
 	} else {
-		ctx.Response.Header.Set("x-request-id", x.ID)
+		setHeader(&ctx.Response.Header, hdrRequestID, x.ID)
 	}
 
 	rt := s.holder.Acquire()
@@ -99,6 +100,25 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect, served bool) 
 	s.finish(rt, x)
 }
 
+// Fixed response header names in fasthttp's canonical form (the server
+// normalizes names): setHeader sets them with SetCanonical, which skips
+// normalizing the name again on every request (half the cost of Set for
+// the six a stream's head carries).
+var (
+	hdrRequestID           = []byte("X-Request-Id")
+	hdrPortcullisRequestID = []byte("X-Portcullis-Request-Id")
+	hdrModelID             = []byte("X-Litellm-Model-Id")
+	hdrAttemptedFallbacks  = []byte("X-Litellm-Attempted-Fallbacks")
+	hdrAttemptedRetries    = []byte("X-Litellm-Attempted-Retries")
+	hdrCacheControl        = []byte("Cache-Control")
+	hdrAccelBuffering      = []byte("X-Accel-Buffering")
+)
+
+// setHeader sets the canonical header name to v (fasthttp copies v).
+func setHeader(h *fasthttp.ResponseHeader, name []byte, v string) {
+	h.SetCanonical(name, unsafe.Slice(unsafe.StringData(v), len(v)))
+}
+
 // routingHeaders names the deployment that served (or was tried last) and
 // what was tried before it, in LiteLLM's headers and ours.
 func routingHeaders(ctx *fasthttp.RequestCtx, x *pipeline.Exchange) {
@@ -106,9 +126,9 @@ func routingHeaders(ctx *fasthttp.RequestCtx, x *pipeline.Exchange) {
 		return
 	}
 	h := &ctx.Response.Header
-	h.Set("x-litellm-model-id", x.DeploymentID)
-	h.Set("x-litellm-attempted-fallbacks", strconv.Itoa(x.FallbacksUsed))
-	h.Set("x-litellm-attempted-retries", strconv.Itoa(x.Attempts-1-x.FallbacksUsed))
+	setHeader(h, hdrModelID, x.DeploymentID)
+	setHeader(h, hdrAttemptedFallbacks, strconv.Itoa(x.FallbacksUsed))
+	setHeader(h, hdrAttemptedRetries, strconv.Itoa(x.Attempts-1-x.FallbacksUsed))
 	if len(x.Attempted) > 0 {
 		h.Set("x-portcullis-attempted-deployments", strings.Join(x.Attempted, ","))
 	}
@@ -326,8 +346,8 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *p
 	x.Status = 200
 	ctx.SetStatusCode(200)
 	ctx.SetContentType("text/event-stream")
-	ctx.Response.Header.Set("Cache-Control", "no-cache")
-	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	setHeader(&ctx.Response.Header, hdrCacheControl, "no-cache")
+	setHeader(&ctx.Response.Header, hdrAccelBuffering, "no")
 	s.open.Add(1) // Close takes it back
 	if served && s.relayable(ctx) {
 		s.relayRaw(ctx, b)

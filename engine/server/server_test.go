@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/portcullis/portcullis/engine/config"
 	"github.com/portcullis/portcullis/engine/gateway"
 	"github.com/portcullis/portcullis/engine/telemetry"
@@ -712,5 +714,23 @@ func TestStalledStreamReaderIsCutOff(t *testing.T) {
 	}
 	if strings.Contains(string(rest), "[DONE]") {
 		t.Fatal("the whole stream arrived: a stalled reader was not cut off")
+	}
+}
+
+// The fixed header names set with SetCanonical are in the form the server's
+// normalization gives: a later Set of the same name replaces the header
+// instead of adding a second one.
+func TestFixedHeaderNamesAreCanonical(t *testing.T) {
+	for _, n := range [][]byte{hdrRequestID, hdrPortcullisRequestID, hdrModelID, hdrAttemptedFallbacks, hdrAttemptedRetries,
+		hdrCacheControl, hdrAccelBuffering} {
+		if got := fasthttp.AppendNormalizedHeaderKey(nil, strings.ToLower(string(n))); string(got) != string(n) {
+			t.Errorf("%s: normalized %s", n, got)
+		}
+		var h fasthttp.ResponseHeader
+		setHeader(&h, n, "a")
+		h.Set(strings.ToLower(string(n)), "b")
+		if v := h.PeekAll(string(n)); len(v) != 1 || string(v[0]) != "b" {
+			t.Errorf("%s: %q after setHeader then Set", n, v)
+		}
 	}
 }

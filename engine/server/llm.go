@@ -391,9 +391,6 @@ type streamBody struct {
 
 	out []byte
 	off int
-	// outBuf is out's first buffer (a typical chunk fits), in the same
-	// allocation as the streamBody.
-	outBuf [256]byte
 
 	// Set when the stream is relayed on the hijacked connection (relay.go).
 	conn    net.Conn
@@ -402,6 +399,11 @@ type streamBody struct {
 	hdr     *fasthttp.RequestHeader // the request's headers, copied off the RequestCtx
 	werr    error                   // the first write's error
 	head    []byte                  // the response head and first event, until written
+
+	// outBuf is out's first buffer (a typical chunk fits), in the same
+	// allocation; last, so the collector's scan of a streamBody stops
+	// before it.
+	outBuf [256]byte
 }
 
 func (b *streamBody) emit(name, data []byte) error {

@@ -318,7 +318,7 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 			ep.Client.extendDeadline(resp, deadline)
 		}
 		st := &httpStream{resp: resp, ep: ep}
-		st.rd.Init(resp.BodyStream(), 0, st.buf[:])
+		st.rd.Init(resp.BodyStream(), 0, st.buf[:], st.data[:])
 		out.Stream = st
 		return out, nil
 	}
@@ -336,9 +336,10 @@ type httpStream struct {
 	ep     *Endpoint
 	closed atomic.Bool
 	mu     sync.Mutex
-	// buf is rd's first buffer (512 bytes hold a typical chunk), in the
-	// same allocation.
-	buf [512]byte
+	// buf and data are rd's first read and event buffers (a typical chunk
+	// fits), in the same allocation.
+	buf  [512]byte
+	data [256]byte
 }
 
 func (s *httpStream) Next() (sse.Event, error) {

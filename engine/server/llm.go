@@ -336,11 +336,14 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *p
 	}
 	b := &streamBody{s: s, rt: rt, x: x, ctx: ctx, tr: tr, first: first, hasFirst: true, wt: s.settings.WriteTimeout}
 	b.out = b.outBuf[:0]
-	b.emitFn = b.emit
 	b.wait, _ = resp.Stream.(provider.Waiter)
 	if fs := x.Filters(); len(fs) > 0 {
 		b.filters = fs
 		b.emitFn = b.filterChain(fs)
+	} else if tr != nil {
+		// A method value is an allocation: made only for a translator (a
+		// pass-through stream without filters appends events directly).
+		b.emitFn = b.emit
 	}
 	b.hideUsage = x.Dialect == llm.OpenAIChat && resp.Dialect == llm.OpenAIChat && !x.IncludeUsage
 	x.Status = 200

@@ -50,18 +50,19 @@ func NewReader(r io.Reader, maxEvent int) *Reader {
 	// doubles for larger events. It lives as long as the stream, so
 	// thousands of idle streams pay for its size.
 	rd := &Reader{}
-	rd.Init(r, maxEvent, make([]byte, 512))
+	rd.Init(r, maxEvent, make([]byte, 512), nil)
 	return rd
 }
 
 // Init readies a Reader (a field of a larger struct: one allocation for
-// both) over r with buf as its first buffer (grown, not reused, when an
-// event does not fit). maxEvent <= 0 selects DefaultMaxEvent.
-func (r *Reader) Init(src io.Reader, maxEvent int, buf []byte) {
+// all) over r with buf as its first read buffer and data (may be nil) as
+// the first buffer of an event's data, each grown, not reused, when an
+// event does not fit. maxEvent <= 0 selects DefaultMaxEvent.
+func (r *Reader) Init(src io.Reader, maxEvent int, buf, data []byte) {
 	if maxEvent <= 0 {
 		maxEvent = DefaultMaxEvent
 	}
-	*r = Reader{src: src, max: maxEvent, buf: buf}
+	*r = Reader{src: src, max: maxEvent, buf: buf, data: data[:0]}
 }
 
 // Reset points the reader at a new stream, keeping its buffers.

@@ -50,8 +50,8 @@ func (h *harness) openStream(model string) *bufio.Reader {
 	return br
 }
 
-// readStream reads one response from br and checks it is a whole stream.
-func readStream(t *testing.T, br *bufio.Reader, what string) *http.Response {
+// readResponse reads one whole response from br.
+func readResponse(t *testing.T, br *bufio.Reader, what string) (*http.Response, []byte) {
 	t.Helper()
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -59,8 +59,18 @@ func readStream(t *testing.T, br *bufio.Reader, what string) *http.Response {
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 {
+	if err != nil {
 		t.Fatalf("%s: status %d, %v: %s", what, resp.StatusCode, err, b)
+	}
+	return resp, b
+}
+
+// readStream reads one response from br and checks it is a whole stream.
+func readStream(t *testing.T, br *bufio.Reader, what string) *http.Response {
+	t.Helper()
+	resp, b := readResponse(t, br, what)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: status %d: %s", what, resp.StatusCode, b)
 	}
 	if resp.Header.Get("Content-Type") != "text/event-stream" || resp.Header.Get("x-request-id") == "" {
 		t.Fatalf("%s: headers %v", what, resp.Header)
@@ -73,14 +83,9 @@ func readStream(t *testing.T, br *bufio.Reader, what string) *http.Response {
 
 func readCompletion(t *testing.T, br *bufio.Reader, what string) {
 	t.Helper()
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 || !strings.Contains(string(b), `"choices"`) {
-		t.Fatalf("%s: status %d, %v: %s", what, resp.StatusCode, err, b)
+	resp, b := readResponse(t, br, what)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"choices"`) {
+		t.Fatalf("%s: status %d: %s", what, resp.StatusCode, b)
 	}
 }
 

@@ -404,6 +404,18 @@ static void anthropic_flush_event(pc_res *r, pc_str index, const char *text, siz
     pc_buf_free(&c);
 }
 
+/* join_text sets all to the held text then the event's text (a JSON
+ * string value; absent when text_v is empty). */
+static void join_text(pc_buf *all, const char *held, size_t n, pc_str text_v) {
+    pc_buf_raw(all, held, n);
+    if (text_v.n) {
+        int owned;
+        pc_str t = pc_json_text(text_v, &owned);
+        pc_buf_raw(all, t.p, t.n);
+        if (owned) free((void *)t.p);
+    }
+}
+
 /* OpenAI streams hold text per choice (n > 1 sends each choice's chunks
  * with its "index"). The state is the held text of choice 0 alone, as is
  * (the common case), or "\x01" then records "index:length:text" for any
@@ -537,17 +549,10 @@ static void openai_choice(pc_res *r, held_set *h, pc_str data, size_t k, pc_str 
     if (!has_text && !finished) return;
     pc_buf *held = held_get(h, index);
     if (!held) return;
-    /* all = held + this event's text */
     pc_buf all = {0, 0, 0};
     size_t had_held = held->n;
-    pc_buf_raw(&all, held->p, held->n);
+    join_text(&all, held->p, held->n, text_v);
     held->n = 0;
-    if (text_v.n) {
-        int owned;
-        pc_str t = pc_json_text(text_v, &owned);
-        pc_buf_raw(&all, t.p, t.n);
-        if (owned) free((void *)t.p);
-    }
     size_t cut = finished ? all.n : hold_from(all.p, all.n);
     if (cut < all.n && held_size(h) + (all.n - cut) + 24 > HELD_BUDGET) cut = all.n; /* no room to hold: send */
     pc_buf out = {0, 0, 0};
@@ -623,17 +628,10 @@ PC_ON_STREAM_EVENT(env) {
         return pc_res_finish(&r);
     }
 
-    /* all = held + this event's text */
     pc_buf all = {0, 0, 0};
     size_t had_held = held.n;
-    pc_buf_raw(&all, held.p, held.n);
+    join_text(&all, held.p, held.n, text_v);
     free((void *)held.p);
-    if (text_v.n) {
-        int owned;
-        pc_str t = pc_json_text(text_v, &owned);
-        pc_buf_raw(&all, t.p, t.n);
-        if (owned) free((void *)t.p);
-    }
     size_t cut = flush ? all.n : hold_from(all.p, all.n);
     pc_buf out = {0, 0, 0};
     int counts[NKINDS] = {0};

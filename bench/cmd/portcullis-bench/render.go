@@ -77,7 +77,7 @@ func ratioCheck(name, measured string, k, gwAdded, bareAdded float64) check {
 		return check{name: name, measured: measured, limit: "—",
 			undecided: "the bare hop measured no added latency (direct as slow or slower: noise); rerun"}
 	}
-	return check{name: name, measured: measured, limit: "≤ " + signed(times(k, bareAdded)), pass: gwAdded <= times(k, bareAdded)}
+	return check{name: name, measured: measured, limit: "≤ " + signed(k*bareAdded), pass: gwAdded <= k*bareAdded}
 }
 
 func errCell(errs int64, first string) string {
@@ -548,12 +548,6 @@ func renderCache(body *strings.Builder, b *bench, r *results, met report.Metrics
 	w("\n%s\n\n%s\n\n", lagNote(r.cache), loadNote(r.cache))
 	return checks
 }
-
-// times is a target's limit as a multiple of the bare hop's added latency.
-// A bare hop that measured below zero (the direct path was the slower one
-// in that run: noise) counts as zero: then only a gateway that added
-// nothing measurable passes.
-func times(k, bareAdded float64) float64 { return k * max(bareAdded, 0) }
 
 // byRound describes (c)'s TTFB p50 round by round: the paths take turns,
 // so a round of the gateway and the bare hop's round just before it ran

@@ -164,7 +164,7 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 		checks = append(checks, check{fmt.Sprintf("max throughput (closed loop, %d connections) ≥ 0.6 × bare hop's", m.tpConns),
 			fmt.Sprintf("%.0f vs %.0f req/s (%.2f×)", tp.res.Throughput(), tb.res.Throughput(), tp.res.Throughput()/tb.res.Throughput()),
 			fmt.Sprintf("≥ %.0f req/s", 0.6*tb.res.Throughput()), tp.res.Throughput() >= 0.6*tb.res.Throughput(), ""})
-		w("## Maximum throughput, closed loop\n\n%d connections, each sending its next request when the previous answer ends; %d rounds of %v (each after %v of warm-up) per path, the paths taking turns. Latency here is service time (a closed loop has no schedule).\n\n", m.tpConns, m.rounds, m.tpDur, m.tpWarm)
+		w("## Maximum throughput, closed loop\n\n%d connections, each sending its next request when the previous answer ends; %d rounds of %v (each after %v of warm-up) per path, the paths taking turns in an order that rotates each round. Latency here is service time (a closed loop has no schedule).\n\n", m.tpConns, m.rounds, m.tpDur, m.tpWarm)
 		w("| path | req/s | vs bare hop | p50 | p99 | p99.9 | CPU/req (own process) | CPU used (cores) | upstream CPU/req | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range r.tput {
 			if x.t.key == "pcfull" {
@@ -205,7 +205,7 @@ func render(h report.Header, b *bench, r *results) (string, report.Metrics) {
 		checks = append(checks, check{"streaming: no chunk held back",
 			fmt.Sprintf("%d of %d gaps, %.2f%% (bare hop %.2f%%, direct %.2f%%)", sp.res.HeldBack, sp.res.Gaps, 100*share(sp), 100*share(sb), 100*share(sd)),
 			fmt.Sprintf("≤ %.2f%%", 100*share(sb)+1), share(sp) <= share(sb)+0.01 && sp.res.Errors == 0, ""})
-		w("## (c) Streaming, %d chunks %v apart\n\nOpen loop, %.0f streams/s, %d rounds of %v (each after %v of warm-up) per path, the paths taking turns. TTFB is from the intended send time to the first SSE data event; inter-chunk is the time between consecutive data events at the client. A gap shorter than half the upstream's (%v) counts as a chunk held back.\n\n",
+		w("## (c) Streaming, %d chunks %v apart\n\nOpen loop, %.0f streams/s, %d rounds of %v (each after %v of warm-up) per path, the paths taking turns in an order that rotates each round. TTFB is from the intended send time to the first SSE data event; inter-chunk is the time between consecutive data events at the client. A gap shorter than half the upstream's (%v) counts as a chunk held back.\n\n",
 			m.chunks, m.gap, m.stRate, m.rounds, m.stDur, m.warmup, m.gap/2)
 		w("| path | TTFB p50 | TTFB p99 | TTFB added p50 | TTFB added p99 | inter-chunk p50 | inter-chunk p99 | inter-chunk added p50 | inter-chunk added p99 | held back | CPU/stream | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range r.stream {
@@ -522,7 +522,7 @@ func renderCache(body *strings.Builder, b *bench, r *results, met report.Metrics
 	w("## (d) Cache hit\n\n")
 	w("`portcullis cache hit` is (a)'s gateway (no master key) with `litellm_settings: {cache: true}` (the in-memory response cache, default settings: only deterministic requests are cached). Every request of the scenario is the same chat request with `\"temperature\": 0` to a deployment whose upstream answers %s of JSON (the fake upstream's `/large/` answer; direct gets the same answer from it, and `portcullis` is (a)'s gateway, which has no cache and calls the upstream for every request; the bare hop is not measured here, to keep `make bench` under 3 minutes: (a) relates the gateway to it). Before measuring, the driver sent it twice to the cache gateway: the first got `x-cache: MISS` and was stored, the second `x-cache: HIT` with the same %d-byte body and no upstream request. Every measured response of the cache gateway is checked for `x-cache: HIT`, and the fake upstream counts the requests it serves during each path's rounds: a hit never reaches it, so *added* latency can be negative.\n\n",
 		size(int64(len(upstream.LargeCompletionBody))), b.cacheBytes)
-	w("%.0f req/s, %d connections, %d rounds of %v (each after %v of warm-up) per path, the paths taking turns. Latency is from the intended send time.\n\n", m.ptRate, m.ptConns, m.rounds, m.ptDur, m.warmup)
+	w("%.0f req/s, %d connections, %d rounds of %v (each after %v of warm-up) per path, the paths taking turns in an order that rotates each round. Latency is from the intended send time.\n\n", m.ptRate, m.ptConns, m.rounds, m.ptDur, m.warmup)
 	if !hits {
 		w("**The cache did not answer every request: this table does not measure cache hits** (see the targets).\n\n")
 	}

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portcullis/portcullis/bench/internal/hist"
 	"github.com/portcullis/portcullis/bench/internal/loadgen"
 	"github.com/portcullis/portcullis/bench/internal/procstat"
 	"github.com/portcullis/portcullis/bench/internal/report"
@@ -107,6 +108,10 @@ type bench struct {
 	bare   *target
 	pc     *target
 	pcWarn *target
+	// pcAgainst is -against's gateway: another build measured in the same
+	// rounds as pc in (a), the throughput run and (c); in no target
+	pcAgainst  *target
+	againstBin string
 	// (e) also measures a gateway with server.reduce_memory
 	pcMem *target
 	// (b) the gateway with a master key, policies and a plugin, driven
@@ -136,6 +141,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	modeName := fs.String("mode", "short", "short (make bench, under 3 minutes) or full (make bench-full)")
 	gwBin := fs.String("gateway", "bench/out/portcullis", "the portcullis binary to measure")
+	against := fs.String("against", "", "another portcullis binary, measured with the same config in the same rounds as -gateway in (a), the throughput run and (c), for an A/B comparison (implies -write=false; judged in no target)")
 	results := fs.String("results", "bench/RESULTS.md", "results file: compared against, then rewritten")
 	outDir := fs.String("out", "bench/out", "directory for configs and process logs")
 	strict := fs.Bool("strict", false, "exit 1 when a regression against the previous results is flagged")
@@ -154,6 +160,9 @@ func run(args []string) int {
 		for _, x := range strings.Split(*only, ",") {
 			sel[strings.TrimSpace(x)] = true
 		}
+		*write = false
+	}
+	if *against != "" {
 		*write = false
 	}
 	m, ok := modes[*modeName]
@@ -201,7 +210,7 @@ func run(args []string) int {
 	defer stopAll()
 
 	limit := raiseNoFile()
-	b := &bench{m: m, out: *outDir, log: logf, streams: m.idleN, sel: sel, policySrc: *policies, plugin: *plugin}
+	b := &bench{m: m, out: *outDir, log: logf, streams: m.idleN, sel: sel, policySrc: *policies, plugin: *plugin, againstBin: *against}
 	if *streams > 0 {
 		b.streams = *streams
 	}
@@ -425,6 +434,13 @@ func (b *bench) startOtherGateways(gwBin string, upPort int, all *[]*target) (er
 		}
 		b.pc.key, b.pc.name = "pc", "portcullis"
 		*all = append(*all, b.pc)
+		if b.againstBin != "" {
+			if b.pcAgainst, err = b.startGateway(b.againstBin, "portcullis-against", gwOpts{upPort: upPort, idleHost: idleHosts[0]}); err != nil {
+				return err
+			}
+			b.pcAgainst.key, b.pcAgainst.name = "pcagainst", "portcullis (-against)"
+			*all = append(*all, b.pcAgainst)
+		}
 	}
 	if b.sel["idle"] {
 		if b.pcMem, err = b.startGateway(gwBin, "portcullis-mem", gwOpts{upPort: upPort, reduceMemory: true, idleHost: idleHosts[1]}); err != nil {
@@ -869,7 +885,12 @@ func (b *bench) measure() (*results, error) {
 func (b *bench) rounds(targets []*target, fn func(t *target, w *window) (*loadgen.Result, error), logLine func(s *side) string) ([]*side, error) {
 	sides := make([]*side, len(targets))
 	for round := 0; round < b.m.rounds; round++ {
-		for i, t := range targets {
+		// The order rotates from round to round, so that no path always
+		// follows the same one (a path's round can be slower for coming
+		// after another's: see README, Warm-up and rounds).
+		for k := range targets {
+			i := (k + round) % len(targets)
+			t := targets[i]
 			b.gate()
 			w := newWindow(t.proc.pid(), b.up.pid())
 			res, err := fn(t, w)
@@ -901,6 +922,9 @@ func (b *bench) gatewayPaths(scenario string) []*target {
 	ts := []*target{b.direct, b.bare}
 	if b.sel[scenario] {
 		ts = append(ts, b.pc, b.pcWarn)
+		if b.pcAgainst != nil {
+			ts = append(ts, b.pcAgainst)
+		}
 	}
 	if b.sel["pipeline"] {
 		ts = append(ts, b.pcFull)
@@ -946,19 +970,59 @@ func (b *bench) throughput(r *results) (err error) {
 func (b *bench) streaming(r *results) (err error) {
 	m := b.m
 	b.log("(c) streaming: %d chunks %v apart, open loop %v streams/s, %d rounds of %v per path", m.chunks, m.gap, m.stRate, m.rounds, m.stDur)
-	r.stream, err = b.rounds([]*target{b.direct, b.bare, b.pc}, func(t *target, w *window) (*loadgen.Result, error) {
+	run := func(t *target, rate float64, w *window) (*loadgen.Result, error) {
 		return loadgen.RunOpen(loadgen.OpenConfig{
-			Target: b.request(t, true, false), Rate: m.stRate, Warmup: m.warmup, Duration: m.stDur,
+			Target: b.request(t, true, false), Rate: rate, Warmup: m.warmup, Duration: m.stDur,
 			Conns: m.stConns, OnWindow: w.on, Drain: 10 * time.Second,
 			Stream: &loadgen.StreamSpec{Chunks: m.chunks, Gap: m.gap},
 		})
+	}
+	r.stream, err = b.rounds([]*target{b.direct, b.bare, b.pc}, func(t *target, w *window) (*loadgen.Result, error) {
+		return run(t, m.stRate, w)
 	}, func(s *side) string {
 		res := s.res
 		return fmt.Sprintf("TTFB p50 %s p99 %s (p50 by round %.0f µs)  gap p50 %s p99 %s  held back %d/%d  errors %d %s",
 			us(res.TTFB.Quantile(.5)), us(res.TTFB.Quantile(.99)), s.ttfbRounds, us(res.Gap.Quantile(.5)), us(res.Gap.Quantile(.99)),
 			res.HeldBack, res.Gaps, res.Errors, res.FirstErr)
 	})
-	return err
+	if err != nil || b.pcAgainst == nil {
+		return err
+	}
+	// -against: the two builds at the same time, each at half the rate,
+	// so that both see the same machine (the rounds above give each path
+	// its own, and the machine changes from one to the next).
+	b.log("(c) -against: %s and %s at the same time, %v streams/s each, %d rounds of %v", b.pc.name, b.pcAgainst.name, m.stRate/2, m.rounds, m.stDur)
+	var x, y []float64
+	var hx, hy *hist.Histogram
+	for round := 0; round < m.rounds; round++ {
+		b.gate()
+		var ry *loadgen.Result
+		var ey error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			ry, ey = run(b.pcAgainst, m.stRate/2, newWindow(b.pcAgainst.proc.pid()))
+		}()
+		rx, ex := run(b.pc, m.stRate/2, newWindow(b.pc.proc.pid()))
+		<-done
+		if err := errors.Join(ex, ey); err != nil {
+			return err
+		}
+		x, y = append(x, float64(rx.TTFB.Quantile(.5))/1e3), append(y, float64(ry.TTFB.Quantile(.5))/1e3)
+		if hx == nil {
+			hx, hy = rx.TTFB, ry.TTFB
+		} else {
+			hx.Merge(rx.TTFB)
+			hy.Merge(ry.TTFB)
+		}
+	}
+	diff := make([]float64, len(x))
+	for i := range x {
+		diff[i] = y[i] - x[i]
+	}
+	b.log("  TTFB p50 %s vs %s (-against minus -gateway %+.0f µs); p50 by round (µs) %.0f vs %.0f, differences %.0f",
+		us(hx.Quantile(.5)), us(hy.Quantile(.5)), float64(hy.Quantile(.5)-hx.Quantile(.5))/1e3, x, y, diff)
+	return nil
 }
 
 // idleStreams is scenario (e).

@@ -579,7 +579,12 @@ func (b *streamBody) step() {
 		b.abort(upstreamStreamError(b.x.Provider, d, ev.Data))
 		return
 	}
-	b.meter.Observe(d, ev)
+	// One scan for "usage" per event: most chunks carry none, and the
+	// meter and the usage hiding below only act on those that do.
+	hasUsage := bytes.Contains(ev.Data, []byte(`"usage"`))
+	if hasUsage {
+		b.meter.Observe(d, ev)
+	}
 	if b.terminal && b.s.strict {
 		// Strict spend: the record commits before the terminal event,
 		// the response's last bytes, is sent.
@@ -588,7 +593,7 @@ func (b *streamBody) step() {
 		}
 		b.s.account(b.x)
 	}
-	if b.hideUsage && bytes.Contains(ev.Data, []byte(`"usage"`)) && gjson.GetBytes(ev.Data, "usage").IsObject() {
+	if hasUsage && b.hideUsage && gjson.GetBytes(ev.Data, "usage").IsObject() {
 		if gjson.GetBytes(ev.Data, "choices.#").Int() == 0 {
 			// The usage chunk Portcullis asked for to count tokens; the
 			// client did not ask for it.

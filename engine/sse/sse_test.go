@@ -231,3 +231,38 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.reads++
 	return c.r.Read(p)
 }
+
+// oneEventReader returns one event per Read, as an upstream that flushes
+// each chunk delivers them to a relay.
+type oneEventReader struct {
+	ev []byte
+	n  int
+}
+
+func (r *oneEventReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.EOF
+	}
+	r.n--
+	return copy(p, r.ev), nil
+}
+
+// BenchmarkRelayEvent is a stream relay's reading of one typical chat
+// chunk (about 230 bytes, as OpenAI sends them): Wait, then Next.
+func BenchmarkRelayEvent(b *testing.B) {
+	one := []byte(`data: {"id":"chatcmpl-AbCdEf0123456789","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_0123456789","choices":[{"index":0,"delta":{"content":" word"},"logprobs":null,"finish_reason":null}]}` + "\n\n")
+	src := &oneEventReader{ev: one}
+	r := NewReader(src, 0)
+	b.SetBytes(int64(len(one)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if src.n == 0 {
+			src.n = 1000
+			r.Reset(src)
+		}
+		r.Wait()
+		if _, err := r.Next(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

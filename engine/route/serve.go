@@ -314,6 +314,7 @@ func (d *Deployment) ttft() time.Duration {
 // bounded.
 func (r *Router) awaitFirst(x *pipeline.Exchange, d *Deployment, resp *provider.Response, start time.Time) error {
 	s := &watched{inner: resp.Stream}
+	s.waiter, _ = resp.Stream.(provider.Waiter)
 	if t := d.ttft(); t > 0 {
 		if left := t - time.Since(start); left > 0 {
 			s.arm(left)
@@ -422,6 +423,7 @@ func isErrorEvent(d llm.Dialect, ev sse.Event) bool {
 // writing to a slow client.
 type watched struct {
 	inner    provider.Stream
+	waiter   provider.Waiter // inner's, when it has one (asserted once)
 	held     []sse.Event
 	first    sse.Event
 	hasFirst bool
@@ -521,12 +523,11 @@ func (s *watched) Wait() {
 	if len(s.held) > 0 || s.hasFirst {
 		return
 	}
-	w, ok := s.inner.(provider.Waiter)
-	if !ok {
+	if s.waiter == nil {
 		return
 	}
 	s.beginWait()
-	w.Wait()
+	s.waiter.Wait()
 	s.endWait()
 }
 

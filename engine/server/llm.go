@@ -334,7 +334,8 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *p
 		s.fail(ctx, rt, x, errs.From(err))
 		return
 	}
-	b := &streamBody{s: s, rt: rt, x: x, ctx: ctx, tr: tr, first: first, hasFirst: true, wt: s.settings.WriteTimeout}
+	b := &streamBody{s: s, rt: rt, x: x, ctx: ctx, tr: tr, first: first, hasFirst: true, wt: s.settings.WriteTimeout,
+		stream: resp.Stream, dialect: resp.Dialect, strict: s.strict}
 	b.out = b.outBuf[:0]
 	b.wait, _ = resp.Stream.(provider.Waiter)
 	if fs := x.Filters(); len(fs) > 0 {
@@ -368,32 +369,38 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *p
 // fasthttp writes as one chunk and flushes. When the client goes away the
 // write fails and fasthttp closes the body, which closes the upstream.
 type streamBody struct {
-	s      *Server
-	rt     *gateway.Runtime
-	x      *pipeline.Exchange
-	ctx    *fasthttp.RequestCtx
-	tr     translate.StreamTranslator
-	meter  translate.UsageMeter
-	emitFn translate.Emit
-	wt     time.Duration
-	wtSet  time.Time // when the write deadline was last moved
-
-	// filters see every event in the client's dialect; emits[i] feeds
-	// filter i (emitFn is emits[0], or emit without filters).
-	filters  []pipeline.Filter
-	emits    []translate.Emit
-	filtered bool // End was called on the filters
-
+	// What each event reads, first and together (two cache lines): at the
+	// rate of a relay's events nothing else of the exchange is touched,
+	// so a stream's state stays in few lines however cold the caches are.
+	out       []byte
+	off       int
+	stream    provider.Stream // x.Response.Stream
 	wait      provider.Waiter // the stream's, when it has one
-	first     sse.Event
+	tr        translate.StreamTranslator
+	filters   []pipeline.Filter
+	wt        time.Duration
+	wtSet     time.Time // when the write deadline was last moved
+	dialect   llm.Dialect
 	hasFirst  bool
 	hideUsage bool
 	terminal  bool // the upstream's terminal event was seen (pass-through)
 	ended     bool // nothing more will be produced
 	closed    bool
+	strict    bool // the server's strict spend accounting
+	sentFirst bool // x.FirstByte is set
 
-	out []byte
-	off int
+	s      *Server
+	rt     *gateway.Runtime
+	x      *pipeline.Exchange
+	ctx    *fasthttp.RequestCtx
+	meter  translate.UsageMeter
+	emitFn translate.Emit
+	first  sse.Event
+
+	// filters see every event in the client's dialect; emits[i] feeds
+	// filter i (emitFn is emits[0], or emit without filters).
+	emits    []translate.Emit
+	filtered bool // End was called on the filters
 
 	// Set when the stream is relayed on the hijacked connection (relay.go).
 	conn    net.Conn
@@ -457,7 +464,8 @@ func (b *streamBody) Read(p []byte) (int, error) {
 		b.out, b.off = b.out[:0], 0
 		b.step()
 	}
-	if b.x.FirstByte == 0 {
+	if !b.sentFirst {
+		b.sentFirst = true
 		b.x.FirstByte = time.Since(b.x.Start)
 	}
 	b.writeDeadline()
@@ -485,7 +493,8 @@ func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
 			b.step()
 			continue
 		}
-		if b.x.FirstByte == 0 {
+		if !b.sentFirst {
+			b.sentFirst = true
 			b.x.FirstByte = time.Since(b.x.Start)
 		}
 		b.writeDeadline()
@@ -529,7 +538,7 @@ func (b *streamBody) step() {
 		ev, b.hasFirst = b.first, false
 	} else {
 		var err error
-		ev, err = b.x.Response.Stream.Next()
+		ev, err = b.stream.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				if !b.done() {
@@ -558,14 +567,14 @@ func (b *streamBody) step() {
 			b.abort(errs.From(err))
 			return
 		}
-		if b.s.strict && b.tr.Done() {
+		if b.strict && b.tr.Done() {
 			b.x.Tokens = b.tr.Usage()
 			b.s.account(b.x)
 		}
 		return
 	}
 	// Pass-through.
-	d := b.x.Response.Dialect
+	d := b.dialect
 	if d == llm.AnthropicMessages {
 		if string(ev.Name) == "message_stop" {
 			b.terminal = true
@@ -585,7 +594,7 @@ func (b *streamBody) step() {
 	if hasUsage {
 		b.meter.Observe(d, ev)
 	}
-	if b.terminal && b.s.strict {
+	if b.terminal && b.strict {
 		// Strict spend: the record commits before the terminal event,
 		// the response's last bytes, is sent.
 		if t, ok := b.meter.Tokens(); ok {

@@ -114,6 +114,7 @@ func (s *Server) relayRaw(ctx *fasthttp.RequestCtx, b *streamBody) {
 
 // writeHead writes the response head and first event.
 func (b *streamBody) writeHead() {
+	b.sentFirst = true
 	b.x.FirstByte = time.Since(b.x.Start)
 	b.writeDeadline()
 	_, b.werr = b.conn.Write(b.head)

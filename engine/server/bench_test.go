@@ -17,6 +17,8 @@ import (
 
 	"github.com/portcullis/portcullis/engine/config"
 	"github.com/portcullis/portcullis/engine/gateway"
+	"github.com/portcullis/portcullis/engine/llm"
+	"github.com/portcullis/portcullis/engine/pipeline"
 	"github.com/portcullis/portcullis/engine/telemetry"
 )
 
@@ -399,5 +401,23 @@ func TestStreamAllocationBudget(t *testing.T) {
 	t.Logf("allocations per stream: %.1f (budget %.0f)", allocs, budget)
 	if allocs > budget {
 		t.Fatalf("a stream allocates %.1f times, budget %.0f", allocs, budget)
+	}
+}
+
+// BenchmarkParse is the server's reading of a chat request body (validate,
+// then pick out model, stream, messages and the LiteLLM controls), on its
+// own: the first stage of every LLM request.
+func BenchmarkParse(b *testing.B) {
+	body := []byte(strings.Replace(string(benchBody), `"max_tokens":256`, `"max_tokens":256,"stream":true`, 1))
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		x := pipeline.Acquire()
+		x.Dialect = llm.OpenAIChat
+		x.Body = body
+		if e := parse(x); e != nil || x.Model != "gpt-4o" || !x.Stream || x.MaxTokens != 256 {
+			b.Fatalf("parse: %v (model %q, stream %v, max_tokens %d)", e, x.Model, x.Stream, x.MaxTokens)
+		}
+		pipeline.Release(x)
 	}
 }

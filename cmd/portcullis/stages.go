@@ -45,7 +45,8 @@ func openStages(cfg *config.Config, log *zap.Logger, m *telemetry.Metrics) (*sta
 		}
 		s.policy = eng
 	}
-	// The cache is made even when disabled, so a reload can turn it on.
+	// The cache stage exists even when disabled, so that a reload can turn
+	// it on; its store (ristretto) is built only once it is enabled.
 	c, err := cache.New(cfg.Cache, cache.Options{Log: log})
 	if err != nil {
 		return nil, err

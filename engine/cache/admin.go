@@ -21,23 +21,35 @@ const pingKey = "portcullis:cache:ping"
 
 // Ping writes an entry and reads it back.
 func (c *Cache) Ping(ctx context.Context) error {
-	if err := c.store.Set(ctx, pingKey, []byte("1"), time.Second); err != nil {
+	st := c.store()
+	if st == nil {
+		return ErrNoStore
+	}
+	if err := st.Set(ctx, pingKey, []byte("1"), time.Second); err != nil {
 		return err
 	}
-	if _, ok, err := c.store.Get(ctx, pingKey); err != nil || !ok {
+	if _, ok, err := st.Get(ctx, pingKey); err != nil || !ok {
 		if err == nil {
 			err = errors.New("cache: the ping entry was not read back")
 		}
 		return err
 	}
-	return c.store.Delete(ctx, pingKey)
+	return st.Delete(ctx, pingKey)
 }
+
+// ErrNoStore is Ping's error while the cache has never been enabled (no
+// store is built until then).
+var ErrNoStore = errors.New("cache: the response cache has not been enabled, so it has no store")
 
 // Delete removes entries by the keys responses carry in
 // x-litellm-cache-key.
 func (c *Cache) Delete(ctx context.Context, keys []string) error {
+	st := c.store()
+	if st == nil {
+		return nil // never enabled: nothing stored
+	}
 	for _, k := range keys {
-		if err := c.store.Delete(ctx, k); err != nil {
+		if err := st.Delete(ctx, k); err != nil {
 			return err
 		}
 	}
@@ -46,10 +58,14 @@ func (c *Cache) Delete(ctx context.Context, keys []string) error {
 
 // Flush drops every entry of the in-memory store.
 func (c *Cache) Flush() error {
-	if c.own == nil {
+	b := c.box.Load()
+	if b == nil {
+		return nil // never enabled: nothing stored
+	}
+	if b.own == nil {
 		return ErrFlushUnsupported
 	}
-	c.own.c.Clear()
+	b.own.c.Clear()
 	return nil
 }
 
@@ -69,7 +85,7 @@ func (c *Cache) AdminHandlers() map[string]fasthttp.RequestHandler {
 				return
 			}
 			typ := "local"
-			if c.own == nil {
+			if c.own() == nil {
 				typ = "external"
 			}
 			adminJSON(ctx, map[string]any{"status": "healthy", "cache_type": typ, "ping_response": true,

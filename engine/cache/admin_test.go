@@ -93,7 +93,7 @@ func TestAdminFlushAndPing(t *testing.T) {
 	if st, _ := callAdmin(t, off, "GET", "/cache/ping", ""); st != 503 {
 		t.Fatalf("ping of a disabled cache: %d", st)
 	}
-	ext := newTestCache(t, config.CacheSettings{}, Options{Store: c.store})
+	ext := newTestCache(t, config.CacheSettings{}, Options{Store: c.store()})
 	if st, _ := callAdmin(t, ext, "POST", "/cache/flushall", ""); st != 501 {
 		t.Fatalf("flushall of an external store: %d", st)
 	}

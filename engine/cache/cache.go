@@ -14,6 +14,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -126,9 +127,12 @@ func compile(s config.CacheSettings) (*settings, error) {
 
 // Cache is the response cache and its pipeline stage.
 type Cache struct {
-	cfg     atomic.Pointer[settings]
-	store   Store
-	own     *ristrettoStore // the store New built; nil with Options.Store
+	cfg atomic.Pointer[settings]
+	// box is the store: Options.Store, or the in-process store the Cache
+	// builds the first time its settings enable it (nil until then: a
+	// gateway without a cache pays for no store and no goroutine).
+	box     atomic.Pointer[storeBox]
+	mu      sync.Mutex // builds the in-process store once
 	flights flights
 	now     func() time.Time
 	maxWait time.Duration
@@ -145,7 +149,10 @@ func New(s config.CacheSettings, o Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache{store: o.Store, now: o.Now, maxWait: o.MaxWait, log: o.Log, m: newMetrics()}
+	c := &Cache{now: o.Now, maxWait: o.MaxWait, log: o.Log, m: newMetrics()}
+	if o.Store != nil {
+		c.box.Store(&storeBox{s: o.Store})
+	}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -156,41 +163,86 @@ func New(s config.CacheSettings, o Options) (*Cache, error) {
 		c.log = zap.NewNop()
 	}
 	c.log = c.log.Named("cache")
-	if c.store == nil {
-		st, err := newRistrettoStore(cfg.maxBytes, func(expired bool) {
-			if expired {
-				c.m.expired.Inc()
-			} else {
-				c.m.evicted.Inc()
-			}
-		})
-		if err != nil {
-			return nil, fmt.Errorf("cache: %w", err)
-		}
-		c.store, c.own = st, st
+	if err := c.ensureStore(cfg); err != nil {
+		return nil, err
 	}
 	c.cfg.Store(cfg)
 	return c, nil
 }
 
+// storeBox holds the store and, when the Cache built it, the same store
+// as its in-process type.
+type storeBox struct {
+	s   Store
+	own *ristrettoStore
+}
+
+// ensureStore builds the in-process store when cfg enables the cache and
+// there is none yet. It runs before cfg is published, so a request that
+// sees the cache enabled finds the store.
+func (c *Cache) ensureStore(cfg *settings) error {
+	if !cfg.enabled || c.box.Load() != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.box.Load() != nil {
+		return nil
+	}
+	st, err := newRistrettoStore(cfg.maxBytes, func(expired bool) {
+		if expired {
+			c.m.expired.Inc()
+		} else {
+			c.m.evicted.Inc()
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	c.box.Store(&storeBox{s: st, own: st})
+	return nil
+}
+
+// store returns the store, nil while the cache has never been enabled.
+func (c *Cache) store() Store {
+	if b := c.box.Load(); b != nil {
+		return b.s
+	}
+	return nil
+}
+
+// own returns the in-process store the Cache built, if any.
+func (c *Cache) own() *ristrettoStore {
+	if b := c.box.Load(); b != nil {
+		return b.own
+	}
+	return nil
+}
+
 // Reconfigure applies new settings (a config reload): entries stay; a
-// changed max_bytes resizes the in-process store.
+// changed max_bytes resizes the in-process store, which is built here if
+// the cache is enabled for the first time.
 func (c *Cache) Reconfigure(s config.CacheSettings) error {
 	cfg, err := compile(s)
 	if err != nil {
 		return err
 	}
+	if err := c.ensureStore(cfg); err != nil {
+		return err
+	}
+	c.mu.Lock() // orders resizes with a concurrent build
+	defer c.mu.Unlock()
 	old := c.cfg.Swap(cfg)
-	if c.own != nil && old.maxBytes != cfg.maxBytes {
-		c.own.setMaxBytes(cfg.maxBytes)
+	if own := c.own(); own != nil && old.maxBytes != cfg.maxBytes {
+		own.setMaxBytes(cfg.maxBytes)
 	}
 	return nil
 }
 
 // Close releases the store the Cache built (not one passed in Options).
 func (c *Cache) Close() {
-	if c.own != nil {
-		_ = c.own.Close()
+	if own := c.own(); own != nil {
+		_ = own.Close()
 	}
 }
 
@@ -298,7 +350,11 @@ func ctxOf(x *pipeline.Exchange) context.Context {
 // lookup returns the live entry for key that the request accepts.
 func (c *Cache) lookup(x *pipeline.Exchange, key string, ctl *controls) (entry, []byte, bool) {
 	var e entry
-	raw, ok, err := c.store.Get(ctxOf(x), key)
+	st := c.store()
+	if st == nil {
+		return e, nil, false
+	}
+	raw, ok, err := st.Get(ctxOf(x), key)
 	if err != nil {
 		c.log.Debug("cache read failed", zap.String("id", x.ID), zap.Error(err))
 		return e, nil, false
@@ -414,8 +470,12 @@ func (c *Cache) put(x *pipeline.Exchange, key string, ttl time.Duration, body []
 		e.cost = x.Served.Cost(t)
 	}
 	raw := e.encode()
+	st := c.store()
+	if st == nil {
+		return raw
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	err := c.store.Set(ctx, key, raw, ttl)
+	err := st.Set(ctx, key, raw, ttl)
 	cancel()
 	if err != nil {
 		c.log.Warn("cache write failed", zap.String("id", x.ID), zap.Error(err))

@@ -802,8 +802,8 @@ func TestEvictionBound(t *testing.T) {
 	for i := range 100 {
 		serve(t, c, exchange(llm.OpenAIChat, fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":"%d"}]}`, i)), up.next)
 	}
-	c.own.c.Wait()
-	if used := c.own.c.MaxCost() - c.own.c.RemainingCost(); used > 64<<10 {
+	c.own().c.Wait()
+	if used := c.own().c.MaxCost() - c.own().c.RemainingCost(); used > 64<<10 {
 		t.Fatalf("%d bytes held over a 64 KiB bound", used)
 	}
 	if counter(c.m.evicted) == 0 {
@@ -899,4 +899,51 @@ func counter(c prometheus.Counter) float64 {
 		return -1
 	}
 	return m.GetCounter().GetValue()
+}
+
+// A cache that is disabled builds no store (no ristretto buffers, no
+// goroutine) until a reload enables it; the admin endpoints answer
+// meanwhile, and once enabled it stores and hits as usual.
+func TestDisabledCacheBuildsNoStore(t *testing.T) {
+	c, err := New(config.CacheSettings{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if c.box.Load() != nil {
+		t.Fatal("a disabled cache built a store")
+	}
+	up := &upstream{d: llm.OpenAIChat, body: fixture(t, "chat_response/text.json")}
+	for range 2 {
+		if r := serve(t, c, exchange(llm.OpenAIChat, chatReq), up.next); r.hit || r.err != nil {
+			t.Fatalf("disabled: %+v", r)
+		}
+	}
+	if code, _ := callAdmin(t, c, "GET", "/cache/ping", ""); code != 503 {
+		t.Fatalf("ping while disabled: %d", code)
+	}
+	if code, _ := callAdmin(t, c, "POST", "/cache/flushall", ""); code != 200 {
+		t.Fatalf("flushall while never enabled: %d", code)
+	}
+	if code, _ := callAdmin(t, c, "POST", "/cache/delete", `{"keys":["k"]}`); code != 200 {
+		t.Fatalf("delete while never enabled: %d", code)
+	}
+	if !errors.Is(c.Ping(context.Background()), ErrNoStore) {
+		t.Fatal("Ping without a store")
+	}
+	if err := c.Reconfigure(config.CacheSettings{Enabled: true, MaxBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if c.own() == nil {
+		t.Fatal("enabling the cache built no store")
+	}
+	if r := serve(t, c, exchange(llm.OpenAIChat, chatReq), up.next); r.hit {
+		t.Fatal("hit before anything was stored")
+	}
+	if r := serve(t, c, exchange(llm.OpenAIChat, chatReq), up.next); !r.hit {
+		t.Fatal("no hit once enabled")
+	}
+	if code, out := callAdmin(t, c, "GET", "/cache/ping", ""); code != 200 || out["cache_type"] != "local" {
+		t.Fatalf("ping once enabled: %d %v", code, out)
+	}
 }

@@ -988,11 +988,17 @@ func (b *bench) streaming(r *results) (err error) {
 	if err != nil || b.pcAgainst == nil {
 		return err
 	}
-	// -against: the two builds at the same time, each at half the rate,
-	// so that both see the same machine (the rounds above give each path
-	// its own, and the machine changes from one to the next).
+	return b.streamSideBySide(run)
+}
+
+// streamSideBySide is (c) for -against: the two builds at the same time,
+// each at half the rate, so that both see the same machine (the rounds
+// give each path its own, and the machine changes from one to the next).
+// It logs each build's TTFB p50, pooled and round by round.
+func (b *bench) streamSideBySide(run func(t *target, rate float64, w *window) (*loadgen.Result, error)) error {
+	m := b.m
 	b.log("(c) -against: %s and %s at the same time, %v streams/s each, %d rounds of %v", b.pc.name, b.pcAgainst.name, m.stRate/2, m.rounds, m.stDur)
-	var x, y []float64
+	var x, y, diff []float64
 	var hx, hy *hist.Histogram
 	for round := 0; round < m.rounds; round++ {
 		b.gate()
@@ -1008,17 +1014,14 @@ func (b *bench) streaming(r *results) (err error) {
 		if err := errors.Join(ex, ey); err != nil {
 			return err
 		}
-		x, y = append(x, float64(rx.TTFB.Quantile(.5))/1e3), append(y, float64(ry.TTFB.Quantile(.5))/1e3)
+		px, py := float64(rx.TTFB.Quantile(.5))/1e3, float64(ry.TTFB.Quantile(.5))/1e3
+		x, y, diff = append(x, px), append(y, py), append(diff, py-px)
 		if hx == nil {
 			hx, hy = rx.TTFB, ry.TTFB
 		} else {
 			hx.Merge(rx.TTFB)
 			hy.Merge(ry.TTFB)
 		}
-	}
-	diff := make([]float64, len(x))
-	for i := range x {
-		diff[i] = y[i] - x[i]
 	}
 	b.log("  TTFB p50 %s vs %s (-against minus -gateway %+.0f µs); p50 by round (µs) %.0f vs %.0f, differences %.0f",
 		us(hx.Quantile(.5)), us(hy.Quantile(.5)), float64(hy.Quantile(.5)-hx.Quantile(.5))/1e3, x, y, diff)

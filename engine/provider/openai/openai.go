@@ -111,14 +111,10 @@ func (p *Provider) Chat(ctx context.Context, r *provider.Request) (*provider.Res
 
 func (p *Provider) chatBody(r *provider.Request) ([]byte, error) {
 	if r.Dialect == llm.OpenAIChat {
-		body, err := SetModel(r.Body, r.Model)
-		if err != nil {
-			return nil, err
-		}
 		if r.Stream && p.includeUsage {
-			body = includeUsage(body)
+			return setModelIncludeUsage(r.Body, r.Model)
 		}
-		return body, nil
+		return SetModel(r.Body, r.Model)
 	}
 	c, err := r.Chat()
 	if err != nil {
@@ -202,6 +198,42 @@ func insertUsage(body []byte) []byte {
 		out = append(out, ',')
 	}
 	return append(out, body[i+1:]...)
+}
+
+// setModelIncludeUsage is SetModel then includeUsage, in one copy of the
+// body when both change it (a stream to a deployment whose model differs
+// from the requested one: an alias), where the two would copy it twice.
+func setModelIncludeUsage(body []byte, model string) ([]byte, error) {
+	if bytes.Contains(body, []byte(`"stream_options"`)) {
+		// Rare: the general path (includeUsage decides what to do).
+		b, err := SetModel(body, model)
+		if err != nil {
+			return nil, err
+		}
+		return includeUsage(b), nil
+	}
+	cur := gjson.Get(unsafe.String(unsafe.SliceData(body), len(body)), "model")
+	if cur.Type == gjson.String && cur.Str == model {
+		return insertUsage(body), nil
+	}
+	i := bytes.IndexByte(body, '{')
+	if cur.Index <= i || i < 0 {
+		// No model member to replace in place (SetModel adds one).
+		b, err := SetModel(body, model)
+		if err != nil {
+			return nil, err
+		}
+		return insertUsage(b), nil
+	}
+	// The opening brace, the usage member, the members up to the model's
+	// value, the new value, the rest.
+	out := make([]byte, 0, len(body)-len(cur.Raw)+len(model)+2+len(usageMember)+1)
+	out = append(out, body[:i+1]...)
+	out = append(out, usageMember...)
+	out = append(out, ',') // the model member follows
+	out = append(out, body[i+1:cur.Index]...)
+	out = errs.AppendJSONString(out, model)
+	return append(out, body[cur.Index+len(cur.Raw):]...), nil
 }
 
 // SetModel returns body with its top-level "model" replaced, editing the

@@ -63,3 +63,39 @@ func TestIncludeUsage(t *testing.T) {
 		}
 	}
 }
+
+// setModelIncludeUsage gives what SetModel then includeUsage give, with one
+// allocation when both change the body.
+func TestSetModelIncludeUsage(t *testing.T) {
+	for _, c := range []struct{ in, model string }{
+		{`{"model":"alias","stream":true,"messages":[]}`, "gpt-4o-2024-08-06"},
+		{` { "messages":[{"role":"user","content":"x"}], "model" : "a" }`, "b\"c"},
+		{`{"model":"same","stream":true}`, "same"},
+		{`{"messages":[]}`, "m"},
+		{`{"model":null,"x":1}`, "m"},
+		{`{"nested":{"model":"no"},"model":"yes"}`, "m"},
+		{`{"model":"a","stream_options":{"include_usage":false}}`, "b"},
+		{`{"model":"a","messages":[{"role":"user","content":"\"stream_options\""}]}`, "b"},
+	} {
+		in := []byte(c.in)
+		got, err := setModelIncludeUsage(in, c.model)
+		set, err2 := SetModel([]byte(c.in), c.model)
+		if err != nil || err2 != nil {
+			t.Fatalf("%s: %v %v", c.in, err, err2)
+		}
+		want := includeUsage(set)
+		if string(got) != string(want) {
+			t.Errorf("setModelIncludeUsage(%s, %q) = %s, want %s", c.in, c.model, got, want)
+		}
+		if !gjson.ValidBytes(got) || gjson.GetBytes(got, "model").Str != c.model || !gjson.GetBytes(got, "stream_options.include_usage").Bool() {
+			t.Errorf("%s: %s", c.in, got)
+		}
+		if string(in) != c.in {
+			t.Errorf("input modified: %s", in)
+		}
+	}
+	body := []byte(`{"model":"alias","stream":true,"messages":[{"role":"user","content":"hello"}]}`)
+	if n := testing.AllocsPerRun(100, func() { _, _ = setModelIncludeUsage(body, "gpt-4o-2024-08-06") }); n != 1 {
+		t.Errorf("%.0f allocations for an alias's stream body, want 1", n)
+	}
+}

@@ -146,6 +146,7 @@ func run(args []string) int {
 	outDir := fs.String("out", "bench/out", "directory for configs and process logs")
 	strict := fs.Bool("strict", false, "exit 1 when a regression against the previous results is flagged")
 	write := fs.Bool("write", true, "rewrite the results file with this run")
+	pin := fs.Bool("pin", false, "pin the load generator and the fake upstream to the first half of the CPUs, the bare hop and the gateways to the second half, for A/B comparisons (implies -write=false; bench/README.md)")
 	streams := fs.Int("streams", 0, "idle streams to hold (default 10000)")
 	only := fs.String("only", "", "comma-separated scenarios to run: pass,tput,stream,idle,pipeline,cache,keys (implies -write=false)")
 	policies := fs.String("policies", "policies/gateway", "the Rego policies (and their tests) (b)'s gateway loads, with the bench's data")
@@ -162,7 +163,7 @@ func run(args []string) int {
 		}
 		*write = false
 	}
-	if *against != "" {
+	if *against != "" || *pin {
 		*write = false
 	}
 	m, ok := modes[*modeName]
@@ -229,6 +230,12 @@ func run(args []string) int {
 	if err := b.setup(*gwBin); err != nil {
 		logf("setup: %v", err)
 		return 2
+	}
+	if *pin {
+		if err := b.pin(); err != nil {
+			logf("%v", err)
+			return 2
+		}
 	}
 	b.bgStart = b.waitQuiet()
 	r, err := b.measure()

@@ -156,8 +156,13 @@ type Stream interface {
 // little of its stack in use and the garbage collector halves the stack
 // (16 KiB to 8 KiB per open stream). Wait never reports an error: Next
 // does. After Wait, Next may still block (an event split across reads).
+//
+// Buffered reports, without blocking, whether Next will return an event
+// without waiting for the network (it was read along with the previous
+// one): the server then writes both in one write.
 type Waiter interface {
 	Wait()
+	Buffered() bool
 }
 
 // Spec is what a factory receives to build one deployment's provider.

@@ -367,6 +367,9 @@ func (s *httpStream) Wait() {
 	}
 }
 
+// Buffered implements Waiter.
+func (s *httpStream) Buffered() bool { return !s.closed.Load() && s.rd.Buffered() }
+
 // Close ends the stream. It may be called from another goroutine (a
 // deadline timer) while Next is blocked: the connection is interrupted and
 // Next returns an error.

@@ -531,6 +531,12 @@ func (s *watched) Wait() {
 	s.endWait()
 }
 
+// Buffered implements provider.Waiter: held events and the peeked first
+// one are buffered, as is what the inner stream has already read.
+func (s *watched) Buffered() bool {
+	return len(s.held) > 0 || s.hasFirst || (s.waiter != nil && s.waiter.Buffered())
+}
+
 func (s *watched) Close() error {
 	s.closed.Store(true)
 	s.disarm()

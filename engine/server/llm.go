@@ -463,6 +463,7 @@ func (b *streamBody) Read(p []byte) (int, error) {
 		}
 		b.out, b.off = b.out[:0], 0
 		b.step()
+		b.more()
 	}
 	if !b.sentFirst {
 		b.sentFirst = true
@@ -491,6 +492,7 @@ func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
 				b.wait.Wait()
 			}
 			b.step()
+			b.more()
 			continue
 		}
 		if !b.sentFirst {
@@ -504,6 +506,20 @@ func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
 		if err != nil {
 			return n, err
 		}
+	}
+}
+
+// coalesceMax bounds the output of events gathered into one write.
+const coalesceMax = 32 << 10
+
+// more produces the output of the events the upstream stream has already
+// read (they came with the one step just produced), so that they go out in
+// the same write: one write, and one wake-up of the client, for bytes that
+// arrived together, as a byte-copying proxy would do. It never waits for
+// the network.
+func (b *streamBody) more() {
+	for !b.ended && b.wait != nil && len(b.out) < coalesceMax && b.wait.Buffered() {
+		b.step()
 	}
 }
 

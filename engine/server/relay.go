@@ -88,6 +88,7 @@ func (s *Server) relayRaw(ctx *fasthttp.RequestCtx, b *streamBody) {
 
 	b.out = append(b.out[:0], make([]byte, chunkRoom)...)
 	b.step()
+	b.more()
 	first := h.AppendBytes(make([]byte, 0, 512+len(b.out)))
 	first = append(first, b.chunk()...)
 	if b.ended && b.chunked {
@@ -210,6 +211,7 @@ func (b *streamBody) relayRest() bool {
 			b.wait.Wait()
 		}
 		b.step()
+		b.more()
 		w := b.chunk()
 		if b.ended && b.chunked {
 			w = append(w, lastChunk...)

@@ -119,6 +119,10 @@ func (r *Reader) Wait() {
 	}
 }
 
+// Buffered reports whether the unread bytes already hold a complete event
+// with data: Next returns it without reading.
+func (r *Reader) Buffered() bool { return r.pending() }
+
 // pending reports whether the unread bytes hold a complete event with a
 // data line: a data line, then an empty line. Comment-only and field-only
 // blocks before it are skipped, as Next skips them.

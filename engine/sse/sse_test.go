@@ -266,3 +266,41 @@ func BenchmarkRelayEvent(b *testing.B) {
 		}
 	}
 }
+
+// onceReader returns its bytes in one read, then fails the test if read
+// again.
+type onceReader struct {
+	t    *testing.T
+	p    []byte
+	done bool
+}
+
+func (o *onceReader) Read(p []byte) (int, error) {
+	if o.done {
+		o.t.Fatal("read again: Buffered or Next went to the source")
+	}
+	o.done = true
+	return copy(p, o.p), nil
+}
+
+// TestBuffered: an event read along with the previous one is reported
+// buffered, and nothing is read to find out.
+func TestBuffered(t *testing.T) {
+	r := NewReader(&onceReader{t: t, p: []byte("data: a\n\n: comment\r\ndata: b\r\n\r\ndata: c")}, 0)
+	if r.Buffered() {
+		t.Fatal("buffered before any read")
+	}
+	ev, err := r.Next()
+	if err != nil || string(ev.Data) != "a" {
+		t.Fatalf("%q %v", ev.Data, err)
+	}
+	if !r.Buffered() {
+		t.Fatal("the second event came in the same read: want buffered")
+	}
+	if ev, err = r.Next(); err != nil || string(ev.Data) != "b" {
+		t.Fatalf("%q %v", ev.Data, err)
+	}
+	if r.Buffered() {
+		t.Fatal("an incomplete event reported buffered")
+	}
+}

@@ -25,7 +25,7 @@ import (
 // connection without a response. fasthttp then returns its buffers and the
 // RequestCtx to its pools and its worker goroutine to its pool; a new
 // goroutine, whose stack is only as deep as the relay, writes each further
-// event as one chunk in one write. When the stream has ended, the same
+// event (or events read together) as one chunk in one write. When the stream has ended, the same
 // goroutine serves the connection's next requests (Server.ServeConn), or
 // closes it when the client asked for that or the server is shutting down.
 //
@@ -201,8 +201,9 @@ func (b *streamBody) relay(left []byte) {
 	_ = s.srv.ServeConn(c)
 }
 
-// relayRest writes each further event as one chunk in one write, and the
-// last chunk with the stream's last event; false: a write failed.
+// relayRest writes each further event (or run of events read together) as
+// one chunk in one write, and the last chunk with the stream's last event;
+// false: a write failed.
 func (b *streamBody) relayRest() bool {
 	for !b.ended {
 		b.out = b.out[:chunkRoom]

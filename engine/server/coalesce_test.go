@@ -66,7 +66,7 @@ func burstUpstream(t *testing.T, pause time.Duration) (string, chan time.Time) {
 func TestStreamCoalescesEventsReadTogether(t *testing.T) {
 	for _, lean := range []bool{false, true} {
 		t.Run(fmt.Sprintf("lean=%v", lean), func(t *testing.T) {
-			const pause = 150 * time.Millisecond
+			const pause = 250 * time.Millisecond
 			up, third := burstUpstream(t, pause)
 			_, addr := benchServer(t, up, func(st *config.ServerSettings) {
 				if lean {

@@ -24,10 +24,13 @@ import (
 
 func main() {
 	args := os.Args[1:]
-	cmd := "run"
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
+		// No default command: a bare invocation would otherwise start a
+		// whole run that rewrites bench/RESULTS.md.
+		fmt.Fprintln(os.Stderr, "usage: portcullis-bench run|upstream|bare-hop|seed-keys [flags] (run -h for run's flags; bench/README.md)")
+		os.Exit(2)
 	}
+	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "run":
 		os.Exit(run(args))

@@ -66,6 +66,15 @@ func startStatic(tb testing.TB) *staticUpstream {
 }
 
 func benchServer(tb testing.TB, upURL string, edit ...func(*config.ServerSettings)) (*Server, string) {
+	return optsServer(tb, upURL, func(o *Options) {
+		for _, e := range edit {
+			e(&o.Settings)
+		}
+	})
+}
+
+// optsServer is benchServer with a hook that edits the server's options.
+func optsServer(tb testing.TB, upURL string, edit func(*Options)) (*Server, string) {
 	cfg, err := config.Parse([]byte(`
 model_list:
   - model_name: gpt-4o
@@ -87,11 +96,9 @@ model_list:
 	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
 	log := zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zap.InfoLevel))
 	// The gateway's default settings (config.Default's lean_streams_after).
-	st := config.Default().Server
-	for _, e := range edit {
-		e(&st)
-	}
-	s := New(Options{Holder: gateway.NewHolder(rt), Metrics: m, Log: log, Settings: st})
+	o := Options{Holder: gateway.NewHolder(rt), Metrics: m, Log: log, Settings: config.Default().Server}
+	edit(&o)
+	s := New(o)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

@@ -517,9 +517,10 @@ const coalesceMax = 32 << 10
 // read (they came with the one step just produced), so that they go out in
 // the same write: one write, and one wake-up of the client, for bytes that
 // arrived together, as a byte-copying proxy would do. It never waits for
-// the network.
+// the network. Not with strict spend accounting: there the terminal event
+// waits for its spend record's commit, and the events before it must not.
 func (b *streamBody) more() {
-	for !b.ended && b.wait != nil && len(b.out) < coalesceMax && b.wait.Buffered() {
+	for !b.ended && !b.strict && b.wait != nil && len(b.out) < coalesceMax && b.wait.Buffered() {
 		b.step()
 	}
 }

@@ -177,7 +177,7 @@ func (s *blockingSpend) AddSync(ctx context.Context, _ store.SpendRecord) error 
 
 // TestStrictSpendKeepsEventsBeforeTheTerminalOne: with strict spend
 // accounting the terminal event waits for its record's commit; an event
-// read together with it must not (no coalescing there).
+// read together with it does not (no coalescing there).
 func TestStrictSpendKeepsEventsBeforeTheTerminalOne(t *testing.T) {
 	sink := &blockingSpend{called: make(chan struct{}), release: make(chan struct{})}
 	up, _ := burstUpstream(t, 50*time.Millisecond, sseChunk(chatEvent("two")+"data: [DONE]\n\n")+"0\r\n\r\n")
@@ -202,9 +202,22 @@ func TestStrictSpendKeepsEventsBeforeTheTerminalOne(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the event before [DONE] waited for the spend commit")
 	}
+	// [DONE], the response's end, waits for the commit.
 	<-sink.called
+	go func() {
+		s, _, err := readChunk(br)
+		if err != nil {
+			s = err.Error()
+		}
+		got <- s
+	}()
+	select {
+	case s := <-got:
+		t.Fatalf("%q sent before the spend record committed", s)
+	case <-time.After(200 * time.Millisecond):
+	}
 	close(sink.release)
-	if last, _ := nextChunk(t, br); last != "data: [DONE]\n\n" {
+	if last := <-got; last != "data: [DONE]\n\n" {
 		t.Fatalf("last chunk %q", last)
 	}
 }

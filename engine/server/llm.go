@@ -476,9 +476,9 @@ func (b *streamBody) Read(p []byte) (int, error) {
 }
 
 // WriteTo writes the stream to fasthttp's chunked writer, one chunk (and
-// one flush) per upstream event (or per run of events read together: see
-// more), without the intermediate copy buffer the
-// io.Reader path needs (4 KiB less held per open stream).
+// one flush) per upstream event, or per run of events read together (see
+// more), without the intermediate copy buffer the io.Reader path needs
+// (4 KiB less held per open stream).
 func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
 	var n int64
 	for {

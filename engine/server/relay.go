@@ -25,9 +25,10 @@ import (
 // connection without a response. fasthttp then returns its buffers and the
 // RequestCtx to its pools and its worker goroutine to its pool; a new
 // goroutine, whose stack is only as deep as the relay, writes each further
-// event (or events read together) as one chunk in one write. When the stream has ended, the same
-// goroutine serves the connection's next requests (Server.ServeConn), or
-// closes it when the client asked for that or the server is shutting down.
+// event (or events read together) as one chunk in one write. When the
+// stream has ended, the same goroutine serves the connection's next
+// requests (Server.ServeConn), or closes it when the client asked for that
+// or the server is shutting down.
 //
 // To an HTTP/1.0 client (no chunked encoding) the events go out as they
 // are and the connection closes after the last. Requests the server's loop

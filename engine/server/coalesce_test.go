@@ -187,13 +187,18 @@ func TestStrictSpendKeepsEventsBeforeTheTerminalOne(t *testing.T) {
 		t.Fatalf("first chunk %q", first)
 	}
 	got := make(chan string, 1)
-	go func() {
-		s, _, err := readChunk(br)
-		if err != nil {
-			s = err.Error()
-		}
-		got <- s
-	}()
+	// next reads the following chunk in the background: the test watches
+	// when it arrives.
+	next := func() {
+		go func() {
+			s, _, err := readChunk(br)
+			if err != nil {
+				s = err.Error()
+			}
+			got <- s
+		}()
+	}
+	next()
 	select {
 	case s := <-got:
 		if strings.Contains(s, "[DONE]") || !strings.Contains(s, `"two"`) {
@@ -204,13 +209,7 @@ func TestStrictSpendKeepsEventsBeforeTheTerminalOne(t *testing.T) {
 	}
 	// [DONE], the response's end, waits for the commit.
 	<-sink.called
-	go func() {
-		s, _, err := readChunk(br)
-		if err != nil {
-			s = err.Error()
-		}
-		got <- s
-	}()
+	next()
 	select {
 	case s := <-got:
 		t.Fatalf("%q sent before the spend record committed", s)

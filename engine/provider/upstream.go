@@ -21,6 +21,7 @@ import (
 	"github.com/portcullis/portcullis/engine/errs"
 	"github.com/portcullis/portcullis/engine/llm"
 	"github.com/portcullis/portcullis/engine/sse"
+	"github.com/portcullis/portcullis/engine/telemetry"
 )
 
 // DefaultTimeout bounds a call whose deployment sets no timeout (LiteLLM's
@@ -247,6 +248,7 @@ func (ep *Endpoint) template() *endpointTemplate {
 // Do sends body and returns the response in dialect d. extra headers are
 // added after the endpoint's own.
 func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Dialect, extra ...[2]string) (*Response, error) {
+	telemetry.Mark(telemetry.MarkUpstreamCall)
 	req := fasthttp.AcquireRequest()
 	t := ep.template()
 	accept := "application/json"
@@ -289,6 +291,7 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 		headerDeadline = r.HeaderDeadline
 	}
 	err := ep.Client.DoDeadline(req, resp, headerDeadline)
+	telemetry.Mark(telemetry.MarkUpstreamHead)
 	fasthttp.ReleaseRequest(req)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)

@@ -24,11 +24,13 @@ import (
 	"github.com/portcullis/portcullis/engine/provider"
 	"github.com/portcullis/portcullis/engine/sse"
 	"github.com/portcullis/portcullis/engine/store"
+	"github.com/portcullis/portcullis/engine/telemetry"
 	"github.com/portcullis/portcullis/engine/translate"
 )
 
 // serveLLM serves chat, completions, embeddings and messages.
 func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect, served bool) {
+	telemetry.Mark(telemetry.MarkRequest)
 	x := pipeline.Acquire()
 	x.Start = time.Now()
 	// Not the RequestCtx: its Done closes when shutdown starts, and
@@ -52,7 +54,9 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect, served bool) 
 		s.fail(ctx, rt, x, e)
 		return
 	}
+	telemetry.Mark(telemetry.MarkParsed)
 	err := rt.Handler(x)
+	telemetry.Mark(telemetry.MarkRouted)
 	routingHeaders(ctx, x)
 	for _, h := range x.ResponseSet {
 		ctx.Response.Header.Set(h[0], h[1])
@@ -362,6 +366,7 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *p
 	// from the request's start spares the first event a second setting.
 	b.wtSet = x.Start
 	ctx.SetBodyStream(b, -1)
+	telemetry.Mark(telemetry.MarkHandled)
 }
 
 // streamBody is the client response body of a stream. fasthttp pulls it:
@@ -480,6 +485,7 @@ func (b *streamBody) Read(p []byte) (int, error) {
 // more), without the intermediate copy buffer the io.Reader path needs
 // (4 KiB less held per open stream).
 func (b *streamBody) WriteTo(w io.Writer) (int64, error) {
+	telemetry.Mark(telemetry.MarkBody)
 	var n int64
 	for {
 		if b.off >= len(b.out) {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/portcullis/portcullis/engine/telemetry"
 )
 
 // Streams are relayed on the raw connection, once many are open.
@@ -116,6 +118,7 @@ func (s *Server) relayRaw(ctx *fasthttp.RequestCtx, b *streamBody) {
 
 // writeHead writes the response head and first event.
 func (b *streamBody) writeHead() {
+	telemetry.Mark(telemetry.MarkBody)
 	b.sentFirst = true
 	b.x.FirstByte = time.Since(b.x.Start)
 	b.writeDeadline()

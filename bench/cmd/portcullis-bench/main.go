@@ -14,6 +14,8 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -94,11 +96,18 @@ func serveBareHop(args []string) int {
 	listen := fs.String("listen", "127.0.0.1:9101", "address to serve on")
 	up := fs.String("upstream", "127.0.0.1:9100", "upstream host:port")
 	lifetime := fs.Duration("lifetime", 30*time.Minute, "exit after this long")
+	pprofAddr := fs.String("pprof", "", "a loopback address to serve Go's /debug/pprof/trace on (run -trace)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	raiseNoFile()
 	exitAfter(*lifetime)
+	if *pprofAddr != "" {
+		if err := serveTrace(*pprofAddr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -109,4 +118,19 @@ func serveBareHop(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// serveTrace serves /debug/pprof/trace on addr, a loopback address.
+func serveTrace(addr string) error {
+	if host, _, err := net.SplitHostPort(addr); err != nil || !net.ParseIP(host).IsLoopback() {
+		return fmt.Errorf("-pprof %q: want a loopback host:port", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() { _ = http.Serve(ln, mux) }()
+	return nil
 }

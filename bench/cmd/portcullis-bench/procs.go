@@ -45,12 +45,20 @@ var (
 // start runs path with args in dir ("" for the current directory),
 // output to logPath, killed with the driver.
 func start(name, dir, logPath, path string, args ...string) (*child, error) {
+	return startEnv(name, dir, logPath, nil, path, args...)
+}
+
+// startEnv is start with env (KEY=value) added to the driver's environment.
+func startEnv(name, dir, logPath string, env []string, path string, args ...string) (*child, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	errc := make(chan error, 1)

@@ -98,6 +98,8 @@ type target struct {
 	vary bool
 	// (f): the gateway has keys virtual keys in its database; see keyset
 	ks *keyset
+	// traceAddr serves the hop's /debug/pprof/trace (-trace)
+	traceAddr string
 }
 
 type bench struct {
@@ -112,6 +114,8 @@ type bench struct {
 	// rounds as pc in (a), the throughput run and (c); in no target
 	pcAgainst  *target
 	againstBin string
+	// trace: -trace (firstbyte.go)
+	trace bool
 	// (e) also measures a gateway with server.reduce_memory
 	pcMem *target
 	// (b) the gateway with a master key, policies and a plugin, driven
@@ -151,6 +155,7 @@ func run(args []string) int {
 	only := fs.String("only", "", "comma-separated scenarios to run: pass,tput,stream,idle,pipeline,cache,keys (implies -write=false)")
 	policies := fs.String("policies", "policies/gateway", "the Rego policies (and their tests) (b)'s gateway loads, with the bench's data")
 	plugin := fs.String("plugin", "plugins/pii-redact/pii-redact.wasm", "the Wasm plugin (b)'s gateway runs on_request (built by make plugins; built into -out if missing)")
+	traceStages := fs.Bool("trace", false, "(c): take a Go execution trace of the bare hop and of the gateway during one round each and log a stream's first byte stage by stage inside each (implies -write=false; bench/README.md)")
 	keySizes := fs.String("keys", "", "comma-separated key table sizes for (f); runs (f) in any mode, implies -write=false (default 1000,100000 short; 1000,100000,1000000 full)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -163,7 +168,7 @@ func run(args []string) int {
 		}
 		*write = false
 	}
-	if *against != "" || *pin {
+	if *against != "" || *pin || *traceStages {
 		*write = false
 	}
 	m, ok := modes[*modeName]
@@ -211,7 +216,8 @@ func run(args []string) int {
 	defer stopAll()
 
 	limit := raiseNoFile()
-	b := &bench{m: m, out: *outDir, log: logf, streams: m.idleN, sel: sel, policySrc: *policies, plugin: *plugin, againstBin: *against}
+	b := &bench{m: m, out: *outDir, log: logf, streams: m.idleN, sel: sel, policySrc: *policies, plugin: *plugin, againstBin: *against,
+		trace: *traceStages}
 	if *streams > 0 {
 		b.streams = *streams
 	}
@@ -360,7 +366,15 @@ func (b *bench) setup(gwBin string) error {
 	if err := waitTCP(b.up, upAddr, 10*time.Second); err != nil {
 		return err
 	}
-	bare, err := start("bare hop", "", filepath.Join(b.out, "bare-hop.log"), self, "bare-hop", "-listen", bareAddr, "-upstream", upAddr, "-lifetime", life)
+	bareArgs := []string{"bare-hop", "-listen", bareAddr, "-upstream", upAddr, "-lifetime", life}
+	var bareTrace string
+	if b.trace {
+		if bareTrace, err = freeAddr(); err != nil {
+			return err
+		}
+		bareArgs = append(bareArgs, "-pprof", bareTrace)
+	}
+	bare, err := start("bare hop", "", filepath.Join(b.out, "bare-hop.log"), self, bareArgs...)
 	if err != nil {
 		return err
 	}
@@ -368,7 +382,7 @@ func (b *bench) setup(gwBin string) error {
 		return err
 	}
 	b.direct = &target{key: "direct", name: "direct", addr: upAddr, proc: b.up, procLabel: "fake upstream"}
-	b.bare = &target{key: "bare", name: "bare hop", addr: bareAddr, proc: bare, procLabel: "bare hop"}
+	b.bare = &target{key: "bare", name: "bare hop", addr: bareAddr, proc: bare, procLabel: "bare hop", traceAddr: bareTrace}
 	all := []*target{b.direct, b.bare}
 	// (b)'s gateways load their policies for a few seconds: they start
 	// while the others do.
@@ -436,9 +450,16 @@ func (b *bench) setup(gwBin string) error {
 // scenarios need, appending (a)'s to all.
 func (b *bench) startOtherGateways(gwBin string, upPort int, all *[]*target) (err error) {
 	if b.sel["pass"] || b.sel["tput"] || b.sel["stream"] || b.sel["idle"] || b.sel["cache"] {
-		if b.pc, err = b.startGateway(gwBin, "portcullis", gwOpts{upPort: upPort, idleHost: idleHosts[0]}); err != nil {
+		o := gwOpts{upPort: upPort, idleHost: idleHosts[0]}
+		if b.trace {
+			if o.pprofAddr, err = freeAddr(); err != nil {
+				return err
+			}
+		}
+		if b.pc, err = b.startGateway(gwBin, "portcullis", o); err != nil {
 			return err
 		}
+		b.pc.traceAddr = o.pprofAddr
 		b.pc.key, b.pc.name = "pc", "portcullis"
 		*all = append(*all, b.pc)
 		if b.againstBin != "" {
@@ -492,6 +513,8 @@ type gwOpts struct {
 	// idleHost is the fake upstream's address for (e)'s streams (one of
 	// idleHosts); "" = 127.0.0.1
 	idleHost string
+	// pprofAddr is the gateway's PORTCULLIS_PPROF_ADDR; "" = inherited
+	pprofAddr string
 }
 
 // idleHosts are the fake upstream's extra addresses, one per gateway that
@@ -604,7 +627,11 @@ func (b *bench) launchGateway(bin, name, dir string, o gwOpts) (*target, error) 
 	if bin, err = filepath.Abs(bin); err != nil {
 		return nil, err
 	}
-	c, err := start(name, dir, filepath.Join(b.out, name+".log"), bin, "--config", cfg, "--port", fmt.Sprint(port), "--host", "127.0.0.1")
+	var env []string
+	if o.pprofAddr != "" {
+		env = []string{"PORTCULLIS_PPROF_ADDR=" + o.pprofAddr}
+	}
+	c, err := startEnv(name, dir, filepath.Join(b.out, name+".log"), env, bin, "--config", cfg, "--port", fmt.Sprint(port), "--host", "127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
@@ -984,7 +1011,12 @@ func (b *bench) streaming(r *results) (err error) {
 			Stream: &loadgen.StreamSpec{Chunks: m.chunks, Gap: m.gap},
 		})
 	}
+	traced := map[*target]int{}
 	r.stream, err = b.rounds([]*target{b.direct, b.bare, b.pc}, func(t *target, w *window) (*loadgen.Result, error) {
+		traced[t]++
+		if t.traceAddr != "" && traced[t] == 2 {
+			return b.traceRound(t, func() (*loadgen.Result, error) { return run(t, m.stRate, w) })
+		}
 		return run(t, m.stRate, w)
 	}, func(s *side) string {
 		res := s.res

@@ -2,7 +2,9 @@
 // reverse proxy that forwards every request to one upstream and streams the
 // response back as it arrives (each upstream chunk is written and flushed
 // as one client chunk). It parses nothing: it is the floor any fasthttp
-// gateway pays for one more hop.
+// gateway pays for one more hop. Like the gateway it marks the request's
+// arrival and the upstream's response head (telemetry.Mark, an atomic load
+// unless an execution trace is running), for portcullis-bench -trace.
 package barehop
 
 import (
@@ -10,6 +12,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/portcullis/portcullis/engine/telemetry"
 )
 
 // New returns a server proxying to upstream (host:port).
@@ -33,6 +37,7 @@ func New(upstream string) *fasthttp.Server {
 func Handler(client *fasthttp.HostClient) fasthttp.RequestHandler {
 	upstream := client.Addr
 	return func(ctx *fasthttp.RequestCtx) {
+		telemetry.Mark(telemetry.MarkRequest)
 		req := fasthttp.AcquireRequest()
 		ctx.Request.CopyTo(req)
 		req.Header.Del("Connection")
@@ -40,6 +45,7 @@ func Handler(client *fasthttp.HostClient) fasthttp.RequestHandler {
 		resp := fasthttp.AcquireResponse()
 		resp.StreamBody = true
 		err := client.Do(req, resp)
+		telemetry.Mark(telemetry.MarkUpstreamHead)
 		fasthttp.ReleaseRequest(req)
 		if err != nil {
 			fasthttp.ReleaseResponse(resp)

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/exp/trace"
+
+	"github.com/portcullis/portcullis/bench/internal/loadgen"
+	"github.com/portcullis/portcullis/engine/telemetry"
+)
+
+// A stream's first byte, stage by stage, inside one hop: -trace takes a Go
+// execution trace of the bare hop and of the gateway during one (c) round
+// each, and times, for every stream, the path from the hop's read of the
+// request to its first write of the response. The goroutine that serves a
+// client connection does all of it; its system calls, its wake-ups and the
+// hops' telemetry.Mark events in the trace give the points:
+//
+//	read           the server's read of a request head begins (fasthttp's Peek)
+//	request        telemetry.MarkRequest: the handler has the request
+//	parsed, upstream-call (the gateway's marks)
+//	sent           the write of the request to the upstream begins
+//	woken          the last wake-up before the response's first write: the
+//	               upstream's answer (or the rest of it) has arrived
+//	upstream-head  telemetry.MarkUpstreamHead
+//	routed, handled, body (the gateway's marks)
+//	written        the response's first write begins
+//
+// sent → woken is the wait for the upstream, off the hop's CPU; the rest is
+// the hop's own path, with the machine's contention in it: on this kind of
+// shared 2-core VM a stage runs several times slower than in a
+// micro-benchmark, whose caches stay warm. Unlike TTFB, whose p50 moves by
+// ±100 µs from run to run here, each stage's p50 repeats within a few µs,
+// so a change to one stage shows in one run.
+
+// stagePoints are the points in path order; a hop has a subset.
+var stagePoints = []string{"read", telemetry.MarkRequest, telemetry.MarkParsed, telemetry.MarkUpstreamCall, "sent", "woken",
+	telemetry.MarkUpstreamHead, telemetry.MarkRouted, telemetry.MarkHandled, telemetry.MarkBody, "written"}
+
+// firstBytePaths is the result of one trace: per stream, the time of each
+// point it has (ns since the trace's start; -1 = absent), in stagePoints'
+// order.
+type firstBytePaths struct {
+	streams [][]int64
+}
+
+// pathInProgress is a goroutine's current stream.
+type pathInProgress struct {
+	at      []int64
+	running int64 // the goroutine's last transition to running
+}
+
+// readFirstBytePaths reads an execution trace.
+func readFirstBytePaths(r io.Reader) (*firstBytePaths, error) {
+	tr, err := trace.NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	idx := map[string]int{}
+	for i, p := range stagePoints {
+		idx[p] = i
+	}
+	sent, woken, written := idx["sent"], idx["woken"], idx["written"]
+	out := &firstBytePaths{}
+	cur := map[trace.GoID]*pathInProgress{}
+	running := map[trace.GoID]int64{}
+	for {
+		ev, err := tr.ReadEvent()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			// A trace cut short (the process killed while writing it)
+			// still gives the streams read so far.
+			if len(out.streams) > 0 {
+				break
+			}
+			return nil, err
+		}
+		t := int64(ev.Time())
+		switch ev.Kind() {
+		case trace.EventLog:
+			lg := ev.Log()
+			if p := cur[ev.Goroutine()]; p != nil && lg.Category == "portcullis" {
+				if i, ok := idx[lg.Message]; ok && p.at[i] < 0 {
+					p.at[i] = t
+				}
+			}
+		case trace.EventStateTransition:
+			st := ev.StateTransition()
+			if st.Resource.Kind != trace.ResourceGoroutine {
+				continue
+			}
+			g := st.Resource.Goroutine()
+			from, to := st.Goroutine()
+			switch {
+			case to == trace.GoRunning && from != trace.GoSyscall:
+				running[g] = t
+			case from == trace.GoRunning && to == trace.GoSyscall:
+				stk := ev.Stack()
+				switch syscallName(stk) {
+				case "syscall.read":
+					if stackHas(stk, "bufio.(*Reader).Peek") && stackHas(stk, "fasthttp.(*Server).serveConnCounted") && !stackHas(stk, "HostClient") {
+						p := &pathInProgress{at: make([]int64, len(stagePoints))}
+						for i := range p.at {
+							p.at[i] = -1
+						}
+						p.at[0] = t
+						cur[g] = p
+					}
+				case "syscall.write":
+					p := cur[g]
+					if p == nil {
+						continue
+					}
+					if p.at[sent] < 0 {
+						if stackHas(stk, "HostClient).doNonNilReqResp") {
+							p.at[sent] = t
+						}
+					} else if stackHas(stk, "fasthttp.(*Server).serveConnCounted") {
+						p.at[woken] = running[g]
+						p.at[written] = t
+						out.streams = append(out.streams, p.at)
+						delete(cur, g)
+					}
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func syscallName(s trace.Stack) string {
+	for f := range s.Frames() {
+		return f.Func
+	}
+	return ""
+}
+
+func stackHas(s trace.Stack, sub string) bool {
+	for f := range s.Frames() {
+		if strings.Contains(f.Func, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// stageRow is one stage's quantiles over the streams that have both points.
+type stageRow struct {
+	from, to      string
+	n             int
+	p25, p50, p75 time.Duration
+}
+
+// stages returns the consecutive stages the streams have, then the two
+// totals every hop has: read → sent (the request's way through) and woken
+// → written (the response's).
+func (fp *firstBytePaths) stages() []stageRow {
+	present := make([]bool, len(stagePoints))
+	for _, s := range fp.streams {
+		for i, v := range s {
+			if v >= 0 {
+				present[i] = true
+			}
+		}
+	}
+	var pts []int
+	for i, ok := range present {
+		if ok {
+			pts = append(pts, i)
+		}
+	}
+	var rows []stageRow
+	for k := 1; k < len(pts); k++ {
+		rows = append(rows, fp.row(pts[k-1], pts[k]))
+	}
+	rows = append(rows, fp.row(0, 4), fp.row(5, len(stagePoints)-1))
+	return rows
+}
+
+func (fp *firstBytePaths) row(a, b int) stageRow {
+	var d []time.Duration
+	for _, s := range fp.streams {
+		if s[a] >= 0 && s[b] >= s[a] {
+			d = append(d, time.Duration(s[b]-s[a]))
+		}
+	}
+	r := stageRow{from: stagePoints[a], to: stagePoints[b], n: len(d)}
+	if len(d) > 0 {
+		slices.Sort(d)
+		q := func(p float64) time.Duration { return d[int(p*float64(len(d)-1))] }
+		r.p25, r.p50, r.p75 = q(.25), q(.5), q(.75)
+	}
+	return r
+}
+
+// String is the log's table: one line per stage.
+func (r stageRow) String() string {
+	return fmt.Sprintf("%-14s → %-14s p25 %8s  p50 %8s  p75 %8s  (%d streams)", r.from, r.to, us(int64(r.p25)), us(int64(r.p50)), us(int64(r.p75)), r.n)
+}
+
+// traceRound runs one round of t (run) while t's process writes an
+// execution trace of it, saves the trace as trace-<key>.trace in the output
+// directory and logs the stages of its streams' first bytes.
+func (b *bench) traceRound(t *target, run func() (*loadgen.Result, error)) (*loadgen.Result, error) {
+	secs := (b.m.warmup + b.m.stDur).Seconds()
+	type got struct {
+		body []byte
+		err  error
+	}
+	ch := make(chan got, 1)
+	go func() {
+		cl := &http.Client{Timeout: time.Duration(secs*float64(time.Second)) + 30*time.Second}
+		resp, err := cl.Get(fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%.2f", t.traceAddr, secs))
+		if err != nil {
+			ch <- got{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(body))
+		}
+		ch <- got{body, err}
+	}()
+	// The trace starts with the request: give it a moment before the load.
+	time.Sleep(50 * time.Millisecond)
+	res, err := run()
+	g := <-ch
+	if err != nil {
+		return nil, err
+	}
+	if g.err != nil {
+		b.log("  -trace %s: %v", t.name, g.err)
+		return res, nil
+	}
+	f := filepath.Join(b.out, "trace-"+t.key+".trace")
+	if err := os.WriteFile(f, g.body, 0o644); err != nil {
+		b.log("  -trace %s: %v", t.name, err)
+	}
+	fp, err := readFirstBytePaths(bytes.NewReader(g.body))
+	if err != nil {
+		b.log("  -trace %s: %v", t.name, err)
+		return res, nil
+	}
+	b.log("  -trace %s: a stream's first byte inside the hop, %d streams (trace: %s; go tool trace shows it)", t.name, len(fp.streams), f)
+	for _, r := range fp.stages() {
+		b.log("    %s", r)
+	}
+	return res, nil
+}

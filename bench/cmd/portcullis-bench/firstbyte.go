@@ -38,8 +38,8 @@ import (
 // the hop's own path, with the machine's contention in it: on this kind of
 // shared 2-core VM a stage runs several times slower than in a
 // micro-benchmark, whose caches stay warm. Unlike TTFB, whose p50 moves by
-// ±100 µs from run to run here, each stage's p50 repeats within a few µs,
-// so a change to one stage shows in one run.
+// ±100 µs from run to run here, a stage's p25 and p50 repeat within a few
+// µs in adjacent runs on a calm machine, so a change to one stage shows.
 
 // stagePoints are the points in path order; a hop has a subset.
 var stagePoints = []string{"read", telemetry.MarkRequest, telemetry.MarkParsed, telemetry.MarkUpstreamCall, "sent", "woken",

@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/exp/trace"
 
-	"github.com/portcullis/portcullis/bench/internal/loadgen"
 	"github.com/portcullis/portcullis/engine/telemetry"
 )
 
@@ -208,10 +207,11 @@ func (r stageRow) String() string {
 	return fmt.Sprintf("%-14s → %-14s p25 %8s  p50 %8s  p75 %8s  (%d streams)", r.from, r.to, us(int64(r.p25)), us(int64(r.p50)), us(int64(r.p75)), r.n)
 }
 
-// traceRound runs one round of t (run) while t's process writes an
-// execution trace of it, saves the trace as trace-<key>.trace in the output
-// directory and logs the stages of its streams' first bytes.
-func (b *bench) traceRound(t *target, run func() (*loadgen.Result, error)) (*loadgen.Result, error) {
+// startTrace asks t's process for an execution trace of the next round
+// (warm-up and measurement) and returns the function that waits for it,
+// saves it as trace-<key>.trace in the output directory and logs the
+// stages of its streams' first bytes (nil if the trace failed).
+func (b *bench) startTrace(t *target) func() []stageRow {
 	secs := (b.m.warmup + b.m.stDur).Seconds()
 	type got struct {
 		body []byte
@@ -234,27 +234,42 @@ func (b *bench) traceRound(t *target, run func() (*loadgen.Result, error)) (*loa
 	}()
 	// The trace starts with the request: give it a moment before the load.
 	time.Sleep(50 * time.Millisecond)
-	res, err := run()
-	g := <-ch
-	if err != nil {
-		return nil, err
+	return func() []stageRow {
+		g := <-ch
+		if g.err != nil {
+			b.log("  -trace %s: %v", t.name, g.err)
+			return nil
+		}
+		f := filepath.Join(b.out, "trace-"+t.key+".trace")
+		if err := os.WriteFile(f, g.body, 0o644); err != nil {
+			b.log("  -trace %s: %v", t.name, err)
+		}
+		fp, err := readFirstBytePaths(bytes.NewReader(g.body))
+		if err != nil {
+			b.log("  -trace %s: %v", t.name, err)
+			return nil
+		}
+		b.log("  -trace %s: a stream's first byte inside the hop, %d streams (trace: %s; go tool trace shows it)", t.name, len(fp.streams), f)
+		rows := fp.stages()
+		for _, r := range rows {
+			b.log("    %s", r)
+		}
+		return rows
 	}
-	if g.err != nil {
-		b.log("  -trace %s: %v", t.name, g.err)
-		return res, nil
+}
+
+// logStageDiff logs b's stage p25 and p50 against a's, stage by stage
+// (-trace with -against: the two builds traced in the same round).
+func (b *bench) logStageDiff(na, nb string, a, rb []stageRow) {
+	if a == nil || rb == nil {
+		return
 	}
-	f := filepath.Join(b.out, "trace-"+t.key+".trace")
-	if err := os.WriteFile(f, g.body, 0o644); err != nil {
-		b.log("  -trace %s: %v", t.name, err)
+	b.log("  -trace: %s minus %s, same round", nb, na)
+	for _, y := range rb {
+		for _, x := range a {
+			if x.from == y.from && x.to == y.to {
+				b.log("    %-14s → %-14s p25 %+7.1f µs  p50 %+7.1f µs", y.from, y.to, float64(y.p25-x.p25)/1e3, float64(y.p50-x.p50)/1e3)
+			}
+		}
 	}
-	fp, err := readFirstBytePaths(bytes.NewReader(g.body))
-	if err != nil {
-		b.log("  -trace %s: %v", t.name, err)
-		return res, nil
-	}
-	b.log("  -trace %s: a stream's first byte inside the hop, %d streams (trace: %s; go tool trace shows it)", t.name, len(fp.streams), f)
-	for _, r := range fp.stages() {
-		b.log("    %s", r)
-	}
-	return res, nil
 }

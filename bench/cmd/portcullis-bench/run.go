@@ -463,9 +463,16 @@ func (b *bench) startOtherGateways(gwBin string, upPort int, all *[]*target) (er
 		b.pc.key, b.pc.name = "pc", "portcullis"
 		*all = append(*all, b.pc)
 		if b.againstBin != "" {
-			if b.pcAgainst, err = b.startGateway(b.againstBin, "portcullis-against", gwOpts{upPort: upPort, idleHost: idleHosts[0]}); err != nil {
+			o := gwOpts{upPort: upPort, idleHost: idleHosts[0]}
+			if b.trace {
+				if o.pprofAddr, err = freeAddr(); err != nil {
+					return err
+				}
+			}
+			if b.pcAgainst, err = b.startGateway(b.againstBin, "portcullis-against", o); err != nil {
 				return err
 			}
+			b.pcAgainst.traceAddr = o.pprofAddr
 			b.pcAgainst.key, b.pcAgainst.name = "pcagainst", "portcullis (-against)"
 			*all = append(*all, b.pcAgainst)
 		}
@@ -1015,7 +1022,8 @@ func (b *bench) streaming(r *results) (err error) {
 	r.stream, err = b.rounds([]*target{b.direct, b.bare, b.pc}, func(t *target, w *window) (*loadgen.Result, error) {
 		traced[t]++
 		if t.traceAddr != "" && traced[t] == 2 {
-			return b.traceRound(t, func() (*loadgen.Result, error) { return run(t, m.stRate, w) })
+			done := b.startTrace(t)
+			defer done()
 		}
 		return run(t, m.stRate, w)
 	}, func(s *side) string {
@@ -1041,6 +1049,10 @@ func (b *bench) streamSideBySide(run func(t *target, rate float64, w *window) (*
 	var hx, hy *hist.Histogram
 	for round := 0; round < m.rounds; round++ {
 		b.gate()
+		var tx, ty func() []stageRow
+		if b.trace && round == 1 {
+			tx, ty = b.startTrace(b.pc), b.startTrace(b.pcAgainst)
+		}
 		var ry *loadgen.Result
 		var ey error
 		done := make(chan struct{})
@@ -1050,6 +1062,9 @@ func (b *bench) streamSideBySide(run func(t *target, rate float64, w *window) (*
 		}()
 		rx, ex := run(b.pc, m.stRate/2, newWindow(b.pc.proc.pid()))
 		<-done
+		if tx != nil {
+			b.logStageDiff(b.pc.name, b.pcAgainst.name, tx(), ty())
+		}
 		if err := errors.Join(ex, ey); err != nil {
 			return err
 		}

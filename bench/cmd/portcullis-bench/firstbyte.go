@@ -51,12 +51,6 @@ type firstBytePaths struct {
 	streams [][]int64
 }
 
-// pathInProgress is a goroutine's current stream.
-type pathInProgress struct {
-	at      []int64
-	running int64 // the goroutine's last transition to running
-}
-
 // readFirstBytePaths reads an execution trace.
 func readFirstBytePaths(r io.Reader) (*firstBytePaths, error) {
 	tr, err := trace.NewReader(r)
@@ -69,8 +63,8 @@ func readFirstBytePaths(r io.Reader) (*firstBytePaths, error) {
 	}
 	sent, woken, written := idx["sent"], idx["woken"], idx["written"]
 	out := &firstBytePaths{}
-	cur := map[trace.GoID]*pathInProgress{}
-	running := map[trace.GoID]int64{}
+	cur := map[trace.GoID][]int64{}   // each goroutine's stream in progress
+	running := map[trace.GoID]int64{} // each goroutine's last wake-up
 	for {
 		ev, err := tr.ReadEvent()
 		if err == io.EOF {
@@ -88,9 +82,9 @@ func readFirstBytePaths(r io.Reader) (*firstBytePaths, error) {
 		switch ev.Kind() {
 		case trace.EventLog:
 			lg := ev.Log()
-			if p := cur[ev.Goroutine()]; p != nil && lg.Category == "portcullis" {
-				if i, ok := idx[lg.Message]; ok && p.at[i] < 0 {
-					p.at[i] = t
+			if at := cur[ev.Goroutine()]; at != nil && lg.Category == "portcullis" {
+				if i, ok := idx[lg.Message]; ok && at[i] < 0 {
+					at[i] = t
 				}
 			}
 		case trace.EventStateTransition:
@@ -108,26 +102,26 @@ func readFirstBytePaths(r io.Reader) (*firstBytePaths, error) {
 				switch syscallName(stk) {
 				case "syscall.read":
 					if stackHas(stk, "bufio.(*Reader).Peek") && stackHas(stk, "fasthttp.(*Server).serveConnCounted") && !stackHas(stk, "HostClient") {
-						p := &pathInProgress{at: make([]int64, len(stagePoints))}
-						for i := range p.at {
-							p.at[i] = -1
+						at := make([]int64, len(stagePoints))
+						for i := range at {
+							at[i] = -1
 						}
-						p.at[0] = t
-						cur[g] = p
+						at[0] = t
+						cur[g] = at
 					}
 				case "syscall.write":
-					p := cur[g]
-					if p == nil {
+					at := cur[g]
+					if at == nil {
 						continue
 					}
-					if p.at[sent] < 0 {
+					if at[sent] < 0 {
 						if stackHas(stk, "HostClient).doNonNilReqResp") {
-							p.at[sent] = t
+							at[sent] = t
 						}
 					} else if stackHas(stk, "fasthttp.(*Server).serveConnCounted") {
-						p.at[woken] = running[g]
-						p.at[written] = t
-						out.streams = append(out.streams, p.at)
+						at[woken] = running[g]
+						at[written] = t
+						out.streams = append(out.streams, at)
 						delete(cur, g)
 					}
 				}

@@ -110,6 +110,9 @@ model_list:
 
 var benchBody = []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello! Can you tell me a short joke about gateways?"}],"temperature":0.7,"max_tokens":256}`)
 
+// benchStreamBody is benchBody asking for a stream.
+var benchStreamBody = []byte(strings.Replace(string(benchBody), `"max_tokens":256`, `"max_tokens":256,"stream":true`, 1))
+
 // passThrough runs one OpenAI-to-OpenAI request through Handle directly
 // (no client socket), so allocations counted are the gateway's and the
 // upstream client's.
@@ -262,7 +265,7 @@ func BenchmarkStreamFirstByteAdded(b *testing.B) {
 func streamFirstByte(b *testing.B, edit ...func(*config.ServerSettings)) {
 	upURL, firstAt := rawStreamUpstream(b)
 	_, addr := benchServer(b, upURL, edit...)
-	body := strings.Replace(string(benchBody), `"max_tokens":256`, `"max_tokens":256,"stream":true`, 1)
+	body := string(benchStreamBody)
 	// measure returns the first-byte times from the upstream's first
 	// event and, in sent, from the client's send.
 	var sent []time.Duration
@@ -397,7 +400,7 @@ func TestStreamAllocationBudget(t *testing.T) {
 	upURL, _ := rawStreamUpstream(t) // allocates nothing per request
 	s, _ := benchServer(t, upURL)
 	ctx, req := newBenchCtx()
-	req.SetBody([]byte(strings.Replace(string(benchBody), `"max_tokens":256`, `"max_tokens":256,"stream":true`, 1)))
+	req.SetBody(benchStreamBody)
 	streamThrough(t, s, ctx, req)
 	allocs := testing.AllocsPerRun(200, func() { streamThrough(t, s, ctx, req) })
 	ctx.Response.Reset()
@@ -415,7 +418,7 @@ func TestStreamAllocationBudget(t *testing.T) {
 // then pick out model, stream, messages and the LiteLLM controls), on its
 // own: the first stage of every LLM request.
 func BenchmarkParse(b *testing.B) {
-	body := []byte(strings.Replace(string(benchBody), `"max_tokens":256`, `"max_tokens":256,"stream":true`, 1))
+	body := benchStreamBody
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {

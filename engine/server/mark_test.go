@@ -8,7 +8,6 @@ import (
 	"runtime/trace"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 
 	xtrace "golang.org/x/exp/trace"
@@ -22,7 +21,7 @@ import (
 func TestStreamMarks(t *testing.T) {
 	upURL, _ := rawStreamUpstream(t)
 	_, addr := benchServer(t, upURL)
-	body := strings.Replace(string(benchBody), `"max_tokens":256`, `"max_tokens":256,"stream":true`, 1)
+	body := string(benchStreamBody)
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -256,92 +256,138 @@ func rawStreamUpstream(tb testing.TB) (string, chan time.Time) {
 // (server.lean_streams_after: 0); default keeps them in fasthttp's loop
 // below 256 open streams.
 func BenchmarkStreamFirstByteAdded(b *testing.B) {
-	b.Run("default", func(b *testing.B) { streamFirstByte(b) })
+	b.Run("default", func(b *testing.B) { streamFirstByte(b, false) })
 	b.Run("lean", func(b *testing.B) {
-		streamFirstByte(b, func(st *config.ServerSettings) { st.LeanStreamsAfter = 0 })
+		streamFirstByte(b, false, func(st *config.ServerSettings) { st.LeanStreamsAfter = 0 })
 	})
+	b.Run("cold", func(b *testing.B) { streamFirstByte(b, true) })
 }
 
-func streamFirstByte(b *testing.B, edit ...func(*config.ServerSettings)) {
+// evictBuf is larger than the caches a core has to itself (L1, L2) and
+// than this machine's share of the L3: walking it before a request leaves
+// the request's code and data in none of them, as in bench (c), where the
+// generator, the upstream and the other streams run between one stream's
+// steps.
+var evictBuf []byte
+
+func evictCaches() {
+	if evictBuf == nil {
+		evictBuf = make([]byte, 64<<20)
+	}
+	for i := 0; i < len(evictBuf); i += 64 {
+		evictBuf[i]++
+	}
+}
+
+// cold: the caches are evicted before each request (evictCaches), which
+// makes the first byte cost what it costs in bench (c).
+//
+// The three paths take turns request by request (the order rotating), each
+// on its own keep-alive connection, so that a slower moment of the machine
+// falls on all of them alike.
+func streamFirstByte(b *testing.B, cold bool, edit ...func(*config.ServerSettings)) {
 	upURL, firstAt := rawStreamUpstream(b)
 	_, addr := benchServer(b, upURL, edit...)
-	body := string(benchStreamBody)
-	// measure returns the first-byte times from the upstream's first
-	// event and, in sent, from the client's send.
-	var sent []time.Duration
-	measure := func(addr, path string, n int) []time.Duration {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer conn.Close()
-		reqBytes := []byte("POST " + path + " HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: " +
-			strconv.Itoa(len(body)) + "\r\n\r\n" + body)
-		br := bufio.NewReaderSize(conn, 64<<10)
-		out := make([]time.Duration, 0, n)
-		sent = make([]time.Duration, 0, n)
-		for i := 0; i < n; i++ {
-			start := time.Now()
-			if _, err := conn.Write(reqBytes); err != nil {
-				b.Fatal(err)
-			}
-			// Headers, then the first chunk-size line, then a byte of data.
-			for {
-				l, err := br.ReadSlice('\n')
-				if err != nil {
-					b.Fatal(err)
-				}
-				if len(l) <= 2 {
-					break
-				}
-			}
-			if _, err := br.ReadSlice('\n'); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := br.ReadByte(); err != nil {
-				b.Fatal(err)
-			}
-			got := time.Now()
-			out = append(out, got.Sub(<-firstAt))
-			sent = append(sent, got.Sub(start))
-			for {
-				l, err := br.ReadSlice('\n')
-				if err != nil {
-					b.Fatal(err)
-				}
-				if string(l) == "0\r\n" {
-					_, _ = br.ReadSlice('\n')
-					break
-				}
-			}
-		}
-		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-		sort.Slice(sent, func(i, j int) bool { return sent[i] < sent[j] })
-		return out
+	paths := []*fbPath{
+		dialPath(b, addr),
+		dialPath(b, strings.TrimPrefix(upURL, "http://")),
+		dialPath(b, bareHop(b, strings.TrimPrefix(upURL, "http://"))),
 	}
-	bare := bareHop(b, strings.TrimPrefix(upURL, "http://"))
-	measure(addr, "/v1/chat/completions", 50)
-	measure(bare, "/v1/chat/completions", 50)
+	via, direct, hop := paths[0], paths[1], paths[2]
+	for i := 0; i < 50; i++ {
+		for _, p := range paths {
+			p.one(b, firstAt, false)
+		}
+	}
+	for _, p := range paths {
+		p.first, p.sent = p.first[:0], p.sent[:0]
+	}
 	b.ResetTimer()
-	via := measure(addr, "/v1/chat/completions", b.N)
-	viaSent := sent
-	b.StopTimer()
-	direct := measure(strings.TrimPrefix(upURL, "http://"), "/v1/chat/completions", b.N)
-	hop := measure(bare, "/v1/chat/completions", b.N)
-	hopSent := sent
-	p := func(d []time.Duration, q float64) float64 {
-		return float64(d[int(q*float64(len(d)-1))].Nanoseconds()) / 1e3
+	for i := 0; i < b.N; i++ {
+		for j := range paths {
+			paths[(i+j)%len(paths)].one(b, firstAt, cold)
+		}
 	}
-	b.ReportMetric(p(via, 0.5), "p50-µs")
-	b.ReportMetric(p(via, 0.99), "p99-µs")
-	b.ReportMetric(p(direct, 0.5), "direct-p50-µs")
-	b.ReportMetric(p(direct, 0.99), "direct-p99-µs")
-	b.ReportMetric(p(hop, 0.5), "bare-p50-µs")
-	b.ReportMetric(p(hop, 0.99), "bare-p99-µs")
+	b.StopTimer()
+	b.ReportMetric(via.p(via.first, 0.5), "p50-µs")
+	b.ReportMetric(via.p(via.first, 0.99), "p99-µs")
+	b.ReportMetric(direct.p(direct.first, 0.5), "direct-p50-µs")
+	b.ReportMetric(direct.p(direct.first, 0.99), "direct-p99-µs")
+	b.ReportMetric(hop.p(hop.first, 0.5), "bare-p50-µs")
+	b.ReportMetric(hop.p(hop.first, 0.99), "bare-p99-µs")
 	// From the client's send: the request side (parse, pipeline, upstream
 	// request) included.
-	b.ReportMetric(p(viaSent, 0.5), "sent-p50-µs")
-	b.ReportMetric(p(hopSent, 0.5), "bare-sent-p50-µs")
+	b.ReportMetric(via.p(via.sent, 0.5), "sent-p50-µs")
+	b.ReportMetric(hop.p(hop.sent, 0.5), "bare-sent-p50-µs")
+}
+
+// fbPath is one path of streamFirstByte: a keep-alive connection and the
+// first-byte times measured on it, from the upstream's first event (first)
+// and from the client's send (sent).
+type fbPath struct {
+	conn        net.Conn
+	br          *bufio.Reader
+	req         []byte
+	first, sent []time.Duration
+}
+
+func dialPath(tb testing.TB, addr string) *fbPath {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	body := string(benchStreamBody)
+	return &fbPath{conn: conn, br: bufio.NewReaderSize(conn, 64<<10),
+		req: []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: " +
+			strconv.Itoa(len(body)) + "\r\n\r\n" + body)}
+}
+
+// one sends a stream request and reads its response to the end.
+func (p *fbPath) one(tb testing.TB, firstAt chan time.Time, cold bool) {
+	if cold {
+		evictCaches()
+	}
+	start := time.Now()
+	if _, err := p.conn.Write(p.req); err != nil {
+		tb.Fatal(err)
+	}
+	// Headers, then the first chunk-size line, then a byte of data.
+	for {
+		l, err := p.br.ReadSlice('\n')
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if len(l) <= 2 {
+			break
+		}
+	}
+	if _, err := p.br.ReadSlice('\n'); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := p.br.ReadByte(); err != nil {
+		tb.Fatal(err)
+	}
+	got := time.Now()
+	p.first = append(p.first, got.Sub(<-firstAt))
+	p.sent = append(p.sent, got.Sub(start))
+	for {
+		l, err := p.br.ReadSlice('\n')
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if string(l) == "0\r\n" {
+			_, _ = p.br.ReadSlice('\n')
+			return
+		}
+	}
+}
+
+// p returns the q-quantile of d in µs.
+func (p *fbPath) p(d []time.Duration, q float64) float64 {
+	d = slices.Clone(d)
+	slices.Sort(d)
+	return float64(d[int(q*float64(len(d)-1))].Nanoseconds()) / 1e3
 }
 
 // bareHop is a minimal fasthttp reverse proxy in this process (as

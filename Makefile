@@ -17,6 +17,7 @@ E2E_DIR  := engine/e2e/node
 FUZZ_TARGETS := \
 	./engine/sse:FuzzReader \
 	./engine/server:FuzzParse \
+	./engine/server:FuzzMembers \
 	./engine/server:FuzzHandle \
 	./engine/translate:FuzzDecodeChat \
 	./engine/translate:FuzzAnthropicToChat \

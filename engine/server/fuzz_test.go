@@ -35,6 +35,17 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// FuzzMembers: on every valid JSON object, parse's member walk finds the
+// members gjson's ForEach finds, with the same keys and raw values.
+func FuzzMembers(f *testing.F) {
+	for _, s := range membersCases {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		checkMembers(t, body)
+	})
+}
+
 // FuzzHandle drives the whole request path (parse, route, translate, the
 // mock provider, the response writer) with arbitrary bodies on every
 // endpoint: the answer is always a status with a JSON body, never a panic.

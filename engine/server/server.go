@@ -495,48 +495,54 @@ func parse(x *pipeline.Exchange) *errs.Error {
 	if !gjson.ValidBytes(body) {
 		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body is not valid JSON")
 	}
-	// Parse over the body's memory: no copy of the body is made. Results
-	// that outlive the request are cloned.
-	root := gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body)))
-	if !root.IsObject() {
+	// The body is valid JSON: its members are found by skipping over it
+	// (members), and only the values the gateway reads become gjson
+	// Results, over the body's memory (what outlives the request is
+	// cloned). gjson's ForEach would build a Result for every member,
+	// numbers parsed and strings unescaped included.
+	it, ok := newMembers(body)
+	if !ok {
 		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body must be a JSON object")
 	}
 	var model, stream, msgs, opts, tags, meta, fallbacks, retries gjson.Result
 	strip := 0
-	root.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
+	for {
+		k, v, ok := it.next()
+		if !ok {
+			break
+		}
+		switch string(k) {
 		case "model":
-			model = v
+			model = result(v)
 		case "stream":
-			stream = v
+			stream = result(v)
 		case "messages":
-			msgs = v
+			msgs = result(v)
 		case "stream_options":
-			opts = v
+			opts = result(v)
 		case "metadata":
-			meta = v
+			meta = result(v)
 		case "tags":
-			tags = v
+			tags = result(v)
 			strip++
 		case "fallbacks":
-			fallbacks = v
+			fallbacks = result(v)
 			strip++
 		case "num_retries":
-			retries = v
+			retries = result(v)
 			strip++
 		case "context_window_fallbacks", "mock_testing_fallbacks":
 			strip++
 		case "cache":
 			// LiteLLM's cache controls, for the cache stage.
-			x.CacheParams = []byte(v.Raw)
+			x.CacheParams = append([]byte(nil), v...)
 			strip++
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
-			if v.Type == gjson.Number && v.Int() > 0 && (x.MaxTokens == 0 || int(v.Int()) < x.MaxTokens) {
-				x.MaxTokens = int(v.Int())
+			if n := result(v); n.Type == gjson.Number && n.Int() > 0 && (x.MaxTokens == 0 || int(n.Int()) < x.MaxTokens) {
+				x.MaxTokens = int(n.Int())
 			}
 		}
-		return true
-	})
+	}
 	switch {
 	case !model.Exists() || model.Type == gjson.Null:
 		return errs.BadRequest(errs.CodeMissingModel, "model", "Missing required parameter: 'model'")
@@ -582,6 +588,104 @@ func parse(x *pipeline.Exchange) *errs.Error {
 		x.Body = stripKeys(x.Body)
 	}
 	return nil
+}
+
+// result is the gjson Result of a raw JSON value, over its memory.
+func result(raw []byte) gjson.Result {
+	return gjson.Parse(unsafe.String(unsafe.SliceData(raw), len(raw)))
+}
+
+// members walks the members of a JSON object known to be valid
+// (gjson.ValidBytes), without decoding them.
+type members struct {
+	b []byte
+	i int
+}
+
+// newMembers starts on body (valid JSON); false: it is not an object.
+func newMembers(body []byte) (members, bool) {
+	i := skipSpace(body, 0)
+	return members{b: body, i: i + 1}, i < len(body) && body[i] == '{'
+}
+
+// next returns the next member's key (unescaped) and raw value; false at
+// the end of the object.
+func (m *members) next() (key, val []byte, ok bool) {
+	b := m.b
+	i := skipSpace(b, m.i)
+	if i < len(b) && b[i] == ',' {
+		i = skipSpace(b, i+1)
+	}
+	if i >= len(b) || b[i] != '"' {
+		return nil, nil, false // '}'
+	}
+	end := skipString(b, i+1)
+	key = b[i+1 : end-1]
+	if bytes.IndexByte(key, '\\') >= 0 {
+		// Rare: an escaped key ("mod\u0065l" is "model").
+		key = []byte(result(b[i:end]).Str)
+	}
+	i = skipSpace(b, end)
+	i = skipSpace(b, i+1) // past the colon
+	end = skipValue(b, i)
+	m.i = end
+	return key, b[i:end], true
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the closing quote of the string
+// whose content starts at i. (A byte loop: most strings of a request are
+// keys and short values, for which bytes.IndexByte's call costs more.)
+func skipString(b []byte, i int) int {
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// skipValue returns the index after the valid JSON value starting at i.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i+1)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i+1) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return i
+	}
+	// A number, true, false or null.
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i
+		}
+	}
+	return i
 }
 
 // gatewayKeys are request fields the gateway consumes and never forwards.

@@ -148,6 +148,12 @@ type Exchange struct {
 	FallbacksUsed int
 	Attempted     []string
 	Response      *provider.Response
+	// Upstream is the router's request to the provider, rebuilt for each
+	// attempt; UpstreamBuf is room for the upstream body a provider edits
+	// (Upstream.Buf points to it), kept across the pool's reuses (up to
+	// maxUpstreamBuf). Neither costs an allocation per request.
+	Upstream    provider.Request
+	UpstreamBuf []byte
 	// Served is the deployment that answered: it counts the tokens for its
 	// tpm and prices them.
 	Served interface {
@@ -323,16 +329,23 @@ func (x *Exchange) Unhold() {
 
 var pool = sync.Pool{New: func() any { return new(Exchange) }}
 
-// Acquire returns a cleared Exchange.
+// maxUpstreamBuf bounds the upstream body buffer a pooled Exchange keeps.
+const maxUpstreamBuf = 64 << 10
+
+// Acquire returns a cleared Exchange (its UpstreamBuf's room aside).
 func Acquire() *Exchange { return pool.Get().(*Exchange) }
 
-// Release clears x (every field, Principal included) and returns it to the
-// pool; x must not be used after.
+// Release clears x (every field, Principal included; UpstreamBuf keeps its
+// room) and returns it to the pool; x must not be used after.
 func Release(x *Exchange) {
 	if x.Response != nil {
 		x.Response.Release()
 	}
 	x.Unhold()
+	buf := x.UpstreamBuf
 	*x = Exchange{}
+	if cap(buf) <= maxUpstreamBuf {
+		x.UpstreamBuf = buf[:0]
+	}
 	pool.Put(x)
 }

@@ -74,6 +74,10 @@ type Request struct {
 	// never changed this way.
 	SetHeaders    [][2]string
 	RemoveHeaders []string
+	// Buf, when set, is room a provider may build the upstream body in
+	// (appending to (*Buf)[:0] and storing the result back) instead of
+	// allocating: it is reused once the call has returned.
+	Buf *[]byte
 
 	chat    *llm.ChatRequest
 	chatErr error

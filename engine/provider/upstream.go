@@ -315,16 +315,17 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 		fasthttp.ReleaseResponse(resp)
 		return nil, e
 	}
-	out := &Response{Dialect: d, Status: status}
 	if r.Stream {
 		if headerDeadline != deadline {
 			ep.Client.extendDeadline(resp, deadline)
 		}
+		// The Response and the stream in one allocation.
 		st := &httpStream{resp: resp, ep: ep}
 		st.rd.Init(resp.BodyStream(), 0, st.buf[:], st.data[:])
-		out.Stream = st
-		return out, nil
+		st.out = Response{Dialect: d, Status: status, Stream: st}
+		return &st.out, nil
 	}
+	out := &Response{Dialect: d, Status: status}
 	out.Body = resp.Body()
 	out.release = func() { fasthttp.ReleaseResponse(resp) }
 	return out, nil
@@ -334,6 +335,7 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 // timer goroutine while Next is still returning on the reading one, so its
 // memory must outlive both.
 type httpStream struct {
+	out    Response // the call's response, whose Stream this is
 	resp   *fasthttp.Response
 	rd     sse.Reader
 	ep     *Endpoint

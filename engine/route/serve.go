@@ -251,7 +251,9 @@ func (r *Router) attempt(x *pipeline.Exchange, g *Group, d *Deployment) error {
 
 // call sends the request to d's provider.
 func (r *Router) call(x *pipeline.Exchange, d *Deployment, start time.Time) (*provider.Response, error) {
-	req := &provider.Request{
+	req := &x.Upstream
+	*req = provider.Request{
+		Buf:     &x.UpstreamBuf,
 		Dialect: x.Dialect,
 		Body:    x.Body,
 		Model:   x.UpstreamModel,

@@ -471,7 +471,7 @@ func BenchmarkParse(b *testing.B) {
 		x := pipeline.Acquire()
 		x.Dialect = llm.OpenAIChat
 		x.Body = body
-		if e := parse(x); e != nil || x.Model != "gpt-4o" || !x.Stream || x.MaxTokens != 256 {
+		if e := parse(x, nil); e != nil || x.Model != "gpt-4o" || !x.Stream || x.MaxTokens != 256 {
 			b.Fatalf("parse: %v (model %q, stream %v, max_tokens %d)", e, x.Model, x.Stream, x.MaxTokens)
 		}
 		pipeline.Release(x)

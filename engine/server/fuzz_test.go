@@ -23,7 +23,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"model":`), uint8(1))
 	f.Fuzz(func(t *testing.T, body []byte, d uint8) {
 		x := &pipeline.Exchange{Dialect: llm.Dialect(d%4 + 1), Body: body}
-		if e := parse(x); e != nil {
+		if e := parse(x, nil); e != nil {
 			if e.Status < 400 || e.Status > 499 || e.Code == "" {
 				t.Fatalf("bad rejection %+v", e)
 			}

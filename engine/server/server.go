@@ -487,7 +487,10 @@ func endpointIndex(d llm.Dialect) int {
 
 // parse checks the envelope of an LLM request without decoding it: valid
 // JSON, an object, a string model, a boolean stream.
-func parse(x *pipeline.Exchange) *errs.Error {
+//
+// names (may be nil) are the configured model names: the request's model
+// is one of these strings when it names one, else a copy.
+func parse(x *pipeline.Exchange, names map[string]string) *errs.Error {
 	body := x.Body
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body is empty; send a JSON object")
@@ -549,7 +552,11 @@ func parse(x *pipeline.Exchange) *errs.Error {
 	case model.Type != gjson.String || model.Str == "":
 		return errs.BadRequest(errs.CodeInvalidRequest, "model", "'model' must be a non-empty string")
 	}
-	x.Model = strings.Clone(model.Str)
+	if n, ok := names[model.Str]; ok {
+		x.Model = n
+	} else {
+		x.Model = strings.Clone(model.Str)
+	}
 	if stream.Exists() && stream.Type != gjson.Null {
 		if stream.Type != gjson.True && stream.Type != gjson.False {
 			return errs.BadRequest(errs.CodeInvalidRequest, "stream", "'stream' must be a boolean")

@@ -112,7 +112,16 @@ func (p *Provider) Chat(ctx context.Context, r *provider.Request) (*provider.Res
 func (p *Provider) chatBody(r *provider.Request) ([]byte, error) {
 	if r.Dialect == llm.OpenAIChat {
 		if r.Stream && p.includeUsage {
-			return setModelIncludeUsage(r.Body, r.Model)
+			if r.Buf == nil {
+				return setModelIncludeUsage(nil, r.Body, r.Model)
+			}
+			b, err := setModelIncludeUsage((*r.Buf)[:0], r.Body, r.Model)
+			if err == nil && len(b) > 0 && (len(r.Body) == 0 || &b[0] != &r.Body[0]) {
+				// Built in the buffer, or in a new one (ours either
+				// way): its room is kept for the next request.
+				*r.Buf = b
+			}
+			return b, err
 		}
 		return SetModel(r.Body, r.Model)
 	}
@@ -170,7 +179,7 @@ func includeUsage(body []byte) []byte {
 		if !so.Exists() {
 			// The name was inside a string or a nested object: the
 			// top level has none.
-			return insertUsage(body)
+			return insertUsage(nil, body)
 		}
 		if so.Get("include_usage").Bool() {
 			return body
@@ -181,17 +190,18 @@ func includeUsage(body []byte) []byte {
 		}
 		return b
 	}
-	return insertUsage(body)
+	return insertUsage(nil, body)
 }
 
-// insertUsage adds stream_options with include_usage as body's first member.
-func insertUsage(body []byte) []byte {
+// insertUsage adds stream_options with include_usage as body's first
+// member, appending to dst (which must not overlap body).
+func insertUsage(dst, body []byte) []byte {
 	i := bytes.IndexByte(body, '{')
 	if i < 0 {
 		return body
 	}
 	rest := bytes.TrimLeft(body[i+1:], " \t\r\n")
-	out := make([]byte, 0, len(body)+len(usageMember)+1)
+	out := grow(dst, len(body)+len(usageMember)+1)
 	out = append(out, body[:i+1]...)
 	out = append(out, usageMember...)
 	if len(rest) > 0 && rest[0] != '}' {
@@ -200,10 +210,20 @@ func insertUsage(body []byte) []byte {
 	return append(out, body[i+1:]...)
 }
 
+// grow returns dst[:0] with room for n bytes.
+func grow(dst []byte, n int) []byte {
+	if cap(dst) < n {
+		return make([]byte, 0, n)
+	}
+	return dst[:0]
+}
+
 // setModelIncludeUsage is SetModel then includeUsage, in one copy of the
 // body when both change it (a stream to a deployment whose model differs
 // from the requested one: an alias), where the two would copy it twice.
-func setModelIncludeUsage(body []byte, model string) ([]byte, error) {
+// The copy is appended to dst (which must not overlap body) when the
+// common cases make one.
+func setModelIncludeUsage(dst, body []byte, model string) ([]byte, error) {
 	if bytes.Contains(body, []byte(`"stream_options"`)) {
 		// Rare: the general path (includeUsage decides what to do).
 		b, err := SetModel(body, model)
@@ -214,7 +234,7 @@ func setModelIncludeUsage(body []byte, model string) ([]byte, error) {
 	}
 	cur := gjson.Get(unsafe.String(unsafe.SliceData(body), len(body)), "model")
 	if cur.Type == gjson.String && cur.Str == model {
-		return insertUsage(body), nil
+		return insertUsage(dst, body), nil
 	}
 	i := bytes.IndexByte(body, '{')
 	if cur.Index <= i || i < 0 {
@@ -223,11 +243,11 @@ func setModelIncludeUsage(body []byte, model string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return insertUsage(b), nil
+		return insertUsage(nil, b), nil
 	}
 	// The opening brace, the usage member, the members up to the model's
 	// value, the new value, the rest.
-	out := make([]byte, 0, len(body)-len(cur.Raw)+len(model)+2+len(usageMember)+1)
+	out := grow(dst, len(body)-len(cur.Raw)+len(model)+2+len(usageMember)+1)
 	out = append(out, body[:i+1]...)
 	out = append(out, usageMember...)
 	out = append(out, ',') // the model member follows

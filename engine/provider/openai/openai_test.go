@@ -78,7 +78,7 @@ func TestSetModelIncludeUsage(t *testing.T) {
 		{`{"model":"a","messages":[{"role":"user","content":"\"stream_options\""}]}`, "b"},
 	} {
 		in := []byte(c.in)
-		got, err := setModelIncludeUsage(in, c.model)
+		got, err := setModelIncludeUsage(nil, in, c.model)
 		set, err2 := SetModel([]byte(c.in), c.model)
 		if err != nil || err2 != nil {
 			t.Fatalf("%s: %v %v", c.in, err, err2)
@@ -95,7 +95,15 @@ func TestSetModelIncludeUsage(t *testing.T) {
 		}
 	}
 	body := []byte(`{"model":"alias","stream":true,"messages":[{"role":"user","content":"hello"}]}`)
-	if n := testing.AllocsPerRun(100, func() { _, _ = setModelIncludeUsage(body, "gpt-4o-2024-08-06") }); n != 1 {
+	if n := testing.AllocsPerRun(100, func() { _, _ = setModelIncludeUsage(nil, body, "gpt-4o-2024-08-06") }); n != 1 {
 		t.Errorf("%.0f allocations for an alias's stream body, want 1", n)
+	}
+	// With room (an Exchange's UpstreamBuf), none.
+	buf := make([]byte, 0, 512)
+	if n := testing.AllocsPerRun(100, func() { _, _ = setModelIncludeUsage(buf, body, "gpt-4o-2024-08-06") }); n != 0 {
+		t.Errorf("%.0f allocations for an alias's stream body with room, want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = setModelIncludeUsage(buf, body, "alias") }); n != 0 {
+		t.Errorf("%.0f allocations for a stream body with room, want 0", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -38,12 +39,23 @@ const maxErrorBody = 64 << 10
 const DialTimeout = 5 * time.Second
 
 // Client is the upstream HTTP client a snapshot shares between its
-// deployments: a pooled fasthttp client whose connections are tracked, so
-// that a stream can move its connection from the header deadline (time to
-// first byte) to the stream's own deadline once the headers have arrived.
-// fasthttp sets one read deadline for a whole response, body included.
+// deployments: one pooled fasthttp.HostClient per upstream host, whose
+// connections are tracked, so that a stream can move its connection from
+// the header deadline (time to first byte) to the stream's own deadline
+// once the headers have arrived. fasthttp sets one read deadline for a
+// whole response, body included.
+//
+// An endpoint finds its host's HostClient once (its template), where a
+// fasthttp.Client would look the host up on every call, under a lock all
+// calls share.
 type Client struct {
-	*fasthttp.Client
+	// TLSConfig is for https hosts Prepare was not told of (fasthttp then
+	// does the handshake); nil: the defaults.
+	TLSConfig *tls.Config
+
+	dialer *fasthttp.TCPDialer
+	// hosts: "http://host:port" or "https://host:port" -> *fasthttp.HostClient.
+	hosts sync.Map
 	// conns: local address -> net.Conn. Keyed by the net.Addr value the
 	// connection returns (a *net.TCPAddr the connection keeps, so the same
 	// pointer every time): a lookup is a pointer hash, not the address
@@ -82,22 +94,36 @@ func (c *Client) extendDeadline(resp *fasthttp.Response, deadline time.Time) {
 // NewClient returns a snapshot's upstream client. Response bodies are
 // buffered unless a call streams.
 func NewClient() *Client {
-	c := &Client{sessions: tls.NewLRUClientSessionCache(0)}
-	dialer := &fasthttp.TCPDialer{Concurrency: 0, DNSCacheDuration: time.Minute}
-	c.Client = &fasthttp.Client{
-		Name:                     "portcullis",
-		NoDefaultUserAgentHeader: false,
+	return &Client{
+		sessions: tls.NewLRUClientSessionCache(0),
+		dialer:   &fasthttp.TCPDialer{Concurrency: 0, DNSCacheDuration: time.Minute},
+	}
+}
+
+// host returns the HostClient of addr (host:port), made on first use.
+func (c *Client) host(addr string, isTLS bool) *fasthttp.HostClient {
+	key := "http://" + addr
+	if isTLS {
+		key = "https://" + addr
+	}
+	if v, ok := c.hosts.Load(key); ok {
+		return v.(*fasthttp.HostClient)
+	}
+	hc := &fasthttp.HostClient{
+		Addr:      addr,
+		IsTLS:     isTLS,
+		TLSConfig: c.TLSConfig,
+		Name:      "portcullis",
 		// Every open stream holds a connection: the cap is high, and a
 		// request waits a little for a free connection rather than fail.
-		MaxConnsPerHost:     1 << 16,
+		MaxConns:            1 << 16,
 		MaxConnWaitTimeout:  2 * time.Second,
 		MaxIdleConnDuration: 90 * time.Second,
 		// 4 KiB buffers: an idle stream holds its read buffer for its
 		// whole life (bodies larger than the buffer are written through).
-		ReadBufferSize:                4 << 10,
-		WriteBufferSize:               4 << 10,
-		MaxResponseBodySize:           256 << 20,
-		DisableHeaderNamesNormalizing: false,
+		ReadBufferSize:      4 << 10,
+		WriteBufferSize:     4 << 10,
+		MaxResponseBodySize: 256 << 20,
 		// Retries are the router's decision, with one exception: a
 		// request that met a closed connection before any response byte
 		// (an upstream that closed an idle keep-alive connection the pool
@@ -110,10 +136,19 @@ func NewClient() *Client {
 			return false, attempts == 1 && closedBeforeResponse(err)
 		},
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			return c.dial(dialer, addr, timeout)
+			return c.dial(c.dialer, addr, timeout)
 		},
 	}
-	return c
+	v, _ := c.hosts.LoadOrStore(key, hc)
+	return v.(*fasthttp.HostClient)
+}
+
+// CloseIdleConnections closes every host's idle connections.
+func (c *Client) CloseIdleConnections() {
+	c.hosts.Range(func(_, v any) bool {
+		v.(*fasthttp.HostClient).CloseIdleConnections()
+		return true
+	})
 }
 
 // closedBeforeResponse reports an upstream connection closed before the
@@ -217,16 +252,27 @@ type Endpoint struct {
 	tmpl atomic.Pointer[endpointTemplate]
 }
 
-// endpointTemplate holds an endpoint's two request shapes: a call copies
-// one (a parsed URL and a few headers copied) instead of parsing the URL
-// and setting each header again.
-type endpointTemplate struct{ json, sse fasthttp.Request }
+// endpointTemplate holds an endpoint's two request shapes, which a call
+// copies (a parsed URL and a few headers copied) instead of parsing the URL
+// and setting each header again, and its host's client.
+type endpointTemplate struct {
+	json, sse fasthttp.Request
+	hc        *fasthttp.HostClient
+	err       error // the URL cannot be called
+}
 
 func (ep *Endpoint) template() *endpointTemplate {
 	if t := ep.tmpl.Load(); t != nil {
 		return t
 	}
 	t := &endpointTemplate{}
+	u := t.json.URI()
+	u.Update(ep.URL)
+	isTLS := string(u.Scheme()) == "https"
+	if s := string(u.Scheme()); s != "http" && s != "https" {
+		t.err = fmt.Errorf("unsupported protocol %q: http and https are supported", s)
+	}
+	t.hc = ep.Client.host(fasthttp.AddMissingPort(string(u.Host()), isTLS), isTLS)
 	for _, c := range [...]struct {
 		req    *fasthttp.Request
 		accept string
@@ -249,8 +295,11 @@ func (ep *Endpoint) template() *endpointTemplate {
 // added after the endpoint's own.
 func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Dialect, extra ...[2]string) (*Response, error) {
 	telemetry.Mark(telemetry.MarkUpstreamCall)
-	req := fasthttp.AcquireRequest()
 	t := ep.template()
+	if t.err != nil {
+		return nil, ep.transportError(t.err)
+	}
+	req := fasthttp.AcquireRequest()
 	accept := "application/json"
 	if r.Stream {
 		t.sse.CopyTo(req)
@@ -290,7 +339,7 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 	if r.Stream && !r.HeaderDeadline.IsZero() && r.HeaderDeadline.Before(deadline) {
 		headerDeadline = r.HeaderDeadline
 	}
-	err := ep.Client.DoDeadline(req, resp, headerDeadline)
+	err := t.hc.DoDeadline(req, resp, headerDeadline)
 	telemetry.Mark(telemetry.MarkUpstreamHead)
 	fasthttp.ReleaseRequest(req)
 	if err != nil {

@@ -114,7 +114,7 @@ func TestHTTPSUpstreamHandshakeInDialGoroutine(t *testing.T) {
 func TestHTTPSUpstreamWithoutPrepare(t *testing.T) {
 	srv := tlsUpstream(t)
 	c := NewClient()
-	c.Client.TLSConfig = &tls.Config{RootCAs: trust(srv), MinVersion: tls.VersionTLS12}
+	c.TLSConfig = &tls.Config{RootCAs: trust(srv), MinVersion: tls.VersionTLS12}
 	ep := &Endpoint{Provider: "openai", Client: c, URL: srv.URL + "/v1/chat/completions"}
 	resp, err := ep.Do(context.Background(), &Request{Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
 	if err != nil {
@@ -304,5 +304,15 @@ func TestEndpointRequestHeaders(t *testing.T) {
 			s.h.Get("Anthropic-Beta") != "" || len(s.h.Values("Authorization")) != 1 || s.h.Get("Authorization") != "Bearer sk-test" {
 			t.Fatalf("call %d: %v", i, s.h)
 		}
+	}
+}
+
+// An api_base with a scheme other than http or https is an upstream error
+// naming it, not a request sent in plain HTTP.
+func TestUnsupportedScheme(t *testing.T) {
+	ep := &Endpoint{Provider: "openai", Client: NewClient(), URL: "ftp://127.0.0.1:1/v1/chat/completions"}
+	_, err := ep.Do(context.Background(), &Request{Deadline: time.Now().Add(time.Second)}, []byte(`{}`), llm.OpenAIChat)
+	if err == nil || !strings.Contains(err.Error(), `unsupported protocol "ftp"`) {
+		t.Fatalf("err = %v, want an unsupported protocol error", err)
 	}
 }

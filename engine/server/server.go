@@ -21,7 +21,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tidwall/gjson"
@@ -495,19 +494,18 @@ func parse(x *pipeline.Exchange, names map[string]string) *errs.Error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body is empty; send a JSON object")
 	}
-	if !gjson.ValidBytes(body) {
-		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body is not valid JSON")
-	}
-	// The body is valid JSON: its members are found by skipping over it
-	// (members), and only the values the gateway reads become gjson
-	// Results, over the body's memory (what outlives the request is
-	// cloned). gjson's ForEach would build a Result for every member,
-	// numbers parsed and strings unescaped included.
+	// One pass validates the body and finds its members (members.go);
+	// only the values the gateway reads become gjson Results, over the
+	// body's memory (what outlives the request is cloned).
 	it, ok := newMembers(body)
 	if !ok {
+		if !gjson.ValidBytes(body) {
+			return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body is not valid JSON")
+		}
 		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body must be a JSON object")
 	}
-	var model, stream, msgs, opts, tags, meta, fallbacks, retries gjson.Result
+	var model, stream, opts, tags, meta, fallbacks, retries gjson.Result
+	msgsArray := false
 	strip := 0
 	for {
 		k, v, ok := it.next()
@@ -520,7 +518,7 @@ func parse(x *pipeline.Exchange, names map[string]string) *errs.Error {
 		case "stream":
 			stream = result(v)
 		case "messages":
-			msgs = result(v)
+			msgsArray = v[0] == '[' // valid JSON: an array
 		case "stream_options":
 			opts = result(v)
 		case "metadata":
@@ -546,6 +544,9 @@ func parse(x *pipeline.Exchange, names map[string]string) *errs.Error {
 			}
 		}
 	}
+	if it.bad {
+		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body is not valid JSON")
+	}
 	switch {
 	case !model.Exists() || model.Type == gjson.Null:
 		return errs.BadRequest(errs.CodeMissingModel, "model", "Missing required parameter: 'model'")
@@ -567,7 +568,7 @@ func parse(x *pipeline.Exchange, names map[string]string) *errs.Error {
 		return errs.BadRequest(errs.CodeInvalidRequest, "stream", "embeddings cannot be streamed")
 	}
 	if x.Dialect == llm.OpenAIChat || x.Dialect == llm.AnthropicMessages {
-		if !msgs.IsArray() {
+		if !msgsArray {
 			return errs.BadRequest(errs.CodeInvalidRequest, "messages", "'messages' must be an array of messages")
 		}
 	}
@@ -595,104 +596,6 @@ func parse(x *pipeline.Exchange, names map[string]string) *errs.Error {
 		x.Body = stripKeys(x.Body)
 	}
 	return nil
-}
-
-// result is the gjson Result of a raw JSON value, over its memory.
-func result(raw []byte) gjson.Result {
-	return gjson.Parse(unsafe.String(unsafe.SliceData(raw), len(raw)))
-}
-
-// members walks the members of a JSON object known to be valid
-// (gjson.ValidBytes), without decoding them.
-type members struct {
-	b []byte
-	i int
-}
-
-// newMembers starts on body (valid JSON); false: it is not an object.
-func newMembers(body []byte) (members, bool) {
-	i := skipSpace(body, 0)
-	return members{b: body, i: i + 1}, i < len(body) && body[i] == '{'
-}
-
-// next returns the next member's key (unescaped) and raw value; false at
-// the end of the object.
-func (m *members) next() (key, val []byte, ok bool) {
-	b := m.b
-	i := skipSpace(b, m.i)
-	if i < len(b) && b[i] == ',' {
-		i = skipSpace(b, i+1)
-	}
-	if i >= len(b) || b[i] != '"' {
-		return nil, nil, false // '}'
-	}
-	end := skipString(b, i+1)
-	key = b[i+1 : end-1]
-	if bytes.IndexByte(key, '\\') >= 0 {
-		// Rare: an escaped key ("mod\u0065l" is "model").
-		key = []byte(result(b[i:end]).Str)
-	}
-	i = skipSpace(b, end)
-	i = skipSpace(b, i+1) // past the colon
-	end = skipValue(b, i)
-	m.i = end
-	return key, b[i:end], true
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipString returns the index after the closing quote of the string
-// whose content starts at i. (A byte loop: most strings of a request are
-// keys and short values, for which bytes.IndexByte's call costs more.)
-func skipString(b []byte, i int) int {
-	for ; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return len(b)
-}
-
-// skipValue returns the index after the valid JSON value starting at i.
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i+1)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i+1) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return i
-	}
-	// A number, true, false or null.
-	for ; i < len(b); i++ {
-		switch b[i] {
-		case ',', '}', ']', ' ', '\t', '\n', '\r':
-			return i
-		}
-	}
-	return i
 }
 
 // gatewayKeys are request fields the gateway consumes and never forwards.

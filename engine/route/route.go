@@ -76,6 +76,9 @@ type Group struct {
 	weighKind   uint8 // 1 + what simple-shuffle weighs by (see weighBy)
 	maxPrice    pricing.Price
 	fallbacks   *telemetry.Group
+	// configFallbacks are the group's fallback groups from the
+	// configuration (Router.configFallbacks).
+	configFallbacks []string
 }
 
 // Settings are the router's configuration (router_settings, compiled).
@@ -188,6 +191,7 @@ func New(deps []*Deployment, set Settings, log *zap.Logger, m *telemetry.Metrics
 	}
 	for name, g := range r.groups {
 		g.weighKind = weighKindOf(g)
+		g.configFallbacks = r.configFallbacks(name)
 		if strings.HasSuffix(name, "*") {
 			r.wildcard = append(r.wildcard, g)
 		}

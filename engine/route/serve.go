@@ -30,7 +30,7 @@ func (r *Router) Serve(x *pipeline.Exchange) error {
 		e.Param = "model"
 		return e
 	}
-	fallbacks := r.fallbacksFor(primary.Name, x)
+	fallbacks := fallbacksFor(primary, x)
 	switched := false // moved to a context-window or content-policy list
 	g := primary
 	next := 0
@@ -80,12 +80,18 @@ func (r *Router) Serve(x *pipeline.Exchange) error {
 const errNoDeployment errs.Code = "no_deployment_available"
 
 // fallbacksFor returns the ordered fallback groups: the request body's
-// "fallbacks" win, then router_settings.fallbacks for the group (or "*"),
-// then default_fallbacks.
-func (r *Router) fallbacksFor(group string, x *pipeline.Exchange) []string {
+// "fallbacks" win, then the group's configured ones (configFallbacks,
+// resolved when the router is built).
+func fallbacksFor(g *Group, x *pipeline.Exchange) []string {
 	if len(x.RequestFallbacks) > 0 {
 		return x.RequestFallbacks
 	}
+	return g.configFallbacks
+}
+
+// configFallbacks returns router_settings.fallbacks for the group (or
+// "*"), else default_fallbacks.
+func (r *Router) configFallbacks(group string) []string {
 	if f, ok := r.set.Fallbacks[group]; ok {
 		return f
 	}

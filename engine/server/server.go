@@ -393,7 +393,7 @@ func writeError(ctx *fasthttp.RequestCtx, d llm.Dialect, e *errs.Error) {
 
 // clientRequestID returns the client's x-request-id when it is sane.
 func clientRequestID(ctx *fasthttp.RequestCtx) string {
-	if v := ctx.Request.Header.Peek("x-request-id"); len(v) > 0 && len(v) <= 128 && printable(v) {
+	if v := ctx.Request.Header.PeekCanonical(hdrRequestID); len(v) > 0 && len(v) <= 128 && printable(v) {
 		return string(v)
 	}
 	return ""

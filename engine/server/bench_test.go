@@ -177,12 +177,22 @@ func TestPassThroughAllocationBudget(t *testing.T) {
 // the time just before that write, so nothing of the upstream's own
 // machinery is counted as the gateway's.
 func rawStreamUpstream(tb testing.TB) (string, chan time.Time) {
+	u, firstAt, _ := heldStreamUpstream(tb, false)
+	return u, firstAt
+}
+
+// heldStreamUpstream is rawStreamUpstream whose streams, with hold, send
+// the rest of their events only once release has a token (the client has
+// its first byte): as in bench (c), whose chunks are 5 ms apart, nothing
+// but the first event is relayed before the first byte arrives.
+func heldStreamUpstream(tb testing.TB, hold bool) (string, chan time.Time, chan struct{}) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { ln.Close() })
 	firstAt := make(chan time.Time, 1)
+	release := make(chan struct{}, 1)
 	chunk := func(b []byte, s string) []byte {
 		b = strconv.AppendInt(b, int64(len(s)), 16)
 		b = append(b, "\r\n"...)
@@ -233,6 +243,9 @@ func rawStreamUpstream(tb testing.TB) (string, chan time.Time) {
 					case firstAt <- t:
 					default: // nobody measures (TestStreamAllocationBudget)
 					}
+					if hold {
+						<-release
+					}
 					if _, err := c.Write(tail); err != nil {
 						return
 					}
@@ -240,7 +253,7 @@ func rawStreamUpstream(tb testing.TB) (string, chan time.Time) {
 			}(c)
 		}
 	}()
-	return "http://" + ln.Addr().String(), firstAt
+	return "http://" + ln.Addr().String(), firstAt, release
 }
 
 // BenchmarkStreamFirstByteAdded measures the time between the upstream
@@ -286,7 +299,7 @@ func evictCaches() {
 // on its own keep-alive connection, so that a slower moment of the machine
 // falls on all of them alike.
 func streamFirstByte(b *testing.B, cold bool, edit ...func(*config.ServerSettings)) {
-	upURL, firstAt := rawStreamUpstream(b)
+	upURL, firstAt, release := heldStreamUpstream(b, true)
 	_, addr := benchServer(b, upURL, edit...)
 	paths := []*fbPath{
 		dialPath(b, addr),
@@ -296,7 +309,7 @@ func streamFirstByte(b *testing.B, cold bool, edit ...func(*config.ServerSetting
 	via, direct, hop := paths[0], paths[1], paths[2]
 	for i := 0; i < 50; i++ {
 		for _, p := range paths {
-			p.one(b, firstAt, false)
+			p.one(b, firstAt, release, false)
 		}
 	}
 	for _, p := range paths {
@@ -305,7 +318,7 @@ func streamFirstByte(b *testing.B, cold bool, edit ...func(*config.ServerSetting
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for j := range paths {
-			paths[(i+j)%len(paths)].one(b, firstAt, cold)
+			paths[(i+j)%len(paths)].one(b, firstAt, release, cold)
 		}
 	}
 	b.StopTimer()
@@ -344,7 +357,8 @@ func dialPath(tb testing.TB, addr string) *fbPath {
 }
 
 // one sends a stream request and reads its response to the end.
-func (p *fbPath) one(tb testing.TB, firstAt chan time.Time, cold bool) {
+// The upstream sends the rest of the stream once release has a token.
+func (p *fbPath) one(tb testing.TB, firstAt chan time.Time, release chan struct{}, cold bool) {
 	if cold {
 		evictCaches()
 	}
@@ -369,6 +383,7 @@ func (p *fbPath) one(tb testing.TB, firstAt chan time.Time, cold bool) {
 		tb.Fatal(err)
 	}
 	got := time.Now()
+	release <- struct{}{}
 	p.first = append(p.first, got.Sub(<-firstAt))
 	p.sent = append(p.sent, got.Sub(start))
 	for {

@@ -162,9 +162,9 @@ func TestPassThroughAllocationBudget(t *testing.T) {
 	ctx, req := newBenchCtx()
 	passThrough(t, s, ctx, req)
 	allocs := testing.AllocsPerRun(200, func() { passThrough(t, s, ctx, req) })
-	budget := 12.0 // 6 measured (access line on)
+	budget := 6.0 // 3 measured (access line on)
 	if raceEnabled {
-		budget = 30.0 // the race detector drops pooled objects at random: 17-19 measured
+		budget = 24.0 // the race detector drops pooled objects at random: 14 measured
 	}
 	t.Logf("allocations per pass-through request: %.1f (budget %.0f)", allocs, budget)
 	if allocs > budget {
@@ -453,7 +453,11 @@ func streamThrough(tb testing.TB, s *Server, ctx *fasthttp.RequestCtx, req *fast
 
 // TestStreamAllocationBudget guards a stream's path: an OpenAI-to-OpenAI
 // stream of four events, client response included, must stay within its
-// allocation budget (fasthttp's client stream body makes 4 of them).
+// allocation budget (fasthttp's client stream body makes 4 of them; the
+// others: the request id, the upstream stream with its Response, the
+// router's watched wrapper, the client body). On a stream's first byte,
+// where caches are cold, an allocation costs about 2 µs
+// (BenchmarkStreamFirstByteAdded/cold).
 func TestStreamAllocationBudget(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loopback upstream")
@@ -465,9 +469,9 @@ func TestStreamAllocationBudget(t *testing.T) {
 	streamThrough(t, s, ctx, req)
 	allocs := testing.AllocsPerRun(200, func() { streamThrough(t, s, ctx, req) })
 	ctx.Response.Reset()
-	budget := 16.0 // 12 measured
+	budget := 10.0 // 8 measured
 	if raceEnabled {
-		budget = 40.0 // the race detector drops pooled objects: 22 measured
+		budget = 30.0 // the race detector drops pooled objects: 17 measured
 	}
 	t.Logf("allocations per stream: %.1f (budget %.0f)", allocs, budget)
 	if allocs > budget {

@@ -101,6 +101,7 @@ type Server struct {
 	keys     KeyChecker
 	idPrefix string
 	idSeq    atomic.Uint64
+	ids      atomic.Pointer[idBatch]
 	ready    atomic.Bool
 	// stopping is set when Shutdown starts; streams counts the streams
 	// relayed on hijacked connections (relay.go), which Shutdown waits for
@@ -402,11 +403,49 @@ func clientRequestID(ctx *fasthttp.RequestCtx) string {
 // requestID returns a new id, unique in this process and, through its
 // random prefix, across restarts: the key of the request's spend record
 // (a client's own x-request-id may repeat, so it is kept beside it).
+//
+// Ids are cut from batches of idBatchN written into one string: one
+// allocation per batch instead of one per request (on a stream's first
+// byte, with cold caches, an allocation costs about 2 µs). Batches take
+// disjoint ranges of the sequence; a batch made by a goroutine that lost
+// the race to install it leaves a gap, never a duplicate.
 func (s *Server) requestID() string {
-	var b [48]byte
-	out := append(b[:0], s.idPrefix...)
-	out = strconv.AppendUint(out, s.idSeq.Add(1), 36)
-	return string(out)
+	for {
+		b := s.ids.Load()
+		if b != nil {
+			if i := b.next.Add(1) - 1; i < idBatchN {
+				start := uint16(0)
+				if i > 0 {
+					start = b.ends[i-1]
+				}
+				return b.s[start:b.ends[i]]
+			}
+		}
+		s.ids.CompareAndSwap(b, s.newIDBatch())
+	}
+}
+
+const idBatchN = 256
+
+// idBatch is idBatchN request ids, back to back in s; ends[i] is where id
+// i ends.
+type idBatch struct {
+	s    string
+	ends [idBatchN]uint16
+	next atomic.Int32
+}
+
+func (s *Server) newIDBatch() *idBatch {
+	b := &idBatch{}
+	first := s.idSeq.Add(idBatchN) - idBatchN + 1
+	buf := make([]byte, 0, idBatchN*(len(s.idPrefix)+8))
+	for k := range uint64(idBatchN) {
+		buf = append(buf, s.idPrefix...)
+		buf = strconv.AppendUint(buf, first+k, 36)
+		b.ends[k] = uint16(len(buf))
+	}
+	b.s = string(buf)
+	return b
 }
 
 func printable(b []byte) bool {

@@ -360,7 +360,7 @@ func (r *Router) awaitFirst(x *pipeline.Exchange, d *Deployment, resp *provider.
 			return e
 		}
 		if isPreamble(resp.Dialect, ev) && len(s.held) < 8 {
-			s.held = append(s.held, sse.Event{Name: append([]byte(nil), ev.Name...), Data: append([]byte(nil), ev.Data...)})
+			s.hold(ev)
 			continue
 		}
 		s.disarm()
@@ -433,6 +433,8 @@ type watched struct {
 	inner    provider.Stream
 	waiter   provider.Waiter // inner's, when it has one (asserted once)
 	held     []sse.Event
+	heldArr  [2]sse.Event // held's first room
+	heldData []byte       // the held events' bytes (hold)
 	first    sse.Event
 	hasFirst bool
 	idle     time.Duration
@@ -443,6 +445,31 @@ type watched struct {
 	idleTimer *time.Timer
 	waiting   atomic.Int64
 	closed    atomic.Bool // the watchdog stops re-arming
+}
+
+// hold keeps a copy of ev (its slices are the upstream reader's, valid
+// until its next event) to replay. The copies share one buffer, and the
+// first two events the held list's own room: OpenAI's role chunk costs
+// one allocation, Anthropic's message_start, ping and block start one or
+// two, on the stream's first byte.
+func (s *watched) hold(ev sse.Event) {
+	if s.held == nil {
+		s.held = s.heldArr[:0]
+	}
+	n := len(ev.Name) + len(ev.Data)
+	if cap(s.heldData)-len(s.heldData) < n {
+		// A new buffer: the events held before keep the old one.
+		s.heldData = make([]byte, 0, max(n, 1024))
+	}
+	start := len(s.heldData)
+	s.heldData = append(s.heldData, ev.Name...)
+	s.heldData = append(s.heldData, ev.Data...)
+	var name []byte
+	if len(ev.Name) > 0 {
+		name = s.heldData[start : start+len(ev.Name) : start+len(ev.Name)]
+	}
+	data := s.heldData[start+len(ev.Name) : len(s.heldData) : len(s.heldData)]
+	s.held = append(s.held, sse.Event{Name: name, Data: data})
 }
 
 // epoch is the origin of the watchdog's monotonic clock.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/portcullis/portcullis/engine/errs"
 	"github.com/portcullis/portcullis/engine/llm"
+	"github.com/portcullis/portcullis/engine/pipeline"
+	"github.com/portcullis/portcullis/engine/provider"
 	"github.com/portcullis/portcullis/engine/sse"
 )
 
@@ -132,5 +134,74 @@ func TestIsPreamble(t *testing.T) {
 		if got := isPreamble(llm.OpenAIChat, sse.Event{Data: []byte(c.data)}); got != c.want {
 			t.Errorf("isPreamble(%s) = %v, want %v", c.data, got, c.want)
 		}
+	}
+}
+
+// bufStream returns its events from one reused buffer, as the upstream's
+// SSE reader does: an event is valid only until the next one.
+type bufStream struct {
+	evs [][2]string
+	buf []byte
+}
+
+func (b *bufStream) Next() (sse.Event, error) {
+	if len(b.evs) == 0 {
+		return sse.Event{}, io.EOF
+	}
+	e := b.evs[0]
+	b.evs = b.evs[1:]
+	b.buf = append(append(b.buf[:0], e[0]...), e[1]...)
+	ev := sse.Event{Data: b.buf[len(e[0]):]}
+	if e[0] != "" {
+		ev.Name = b.buf[:len(e[0])]
+	}
+	return ev, nil
+}
+
+func (b *bufStream) Close() error { return nil }
+
+// awaitFirst holds the preamble events (copies: the reader reuses its
+// buffer) and replays them in order before the first token, names and
+// data intact; OpenAI's role chunk costs one allocation.
+func TestAwaitFirstHoldsPreamble(t *testing.T) {
+	anthropic := [][2]string{
+		{"message_start", `{"type":"message_start","message":{"id":"msg_1","role":"assistant","content":[]}}`},
+		{"ping", `{"type":"ping"}`},
+		{"content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`},
+		{"content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}`},
+	}
+	openai := [][2]string{
+		{"", `{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`},
+		{"", `{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}`},
+	}
+	r := &Router{}
+	for _, c := range []struct {
+		d   llm.Dialect
+		evs [][2]string
+	}{{llm.AnthropicMessages, anthropic}, {llm.OpenAIChat, openai}} {
+		resp := &provider.Response{Dialect: c.d, Stream: &bufStream{evs: c.evs}}
+		if err := r.awaitFirst(&pipeline.Exchange{}, &Deployment{ProviderName: "p"}, resp, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range c.evs {
+			ev, err := resp.Stream.Next()
+			if err != nil || string(ev.Name) != want[0] || string(ev.Data) != want[1] || (want[0] == "") != (ev.Name == nil) {
+				t.Fatalf("%v event %d: %q %q %v, want %q %q", c.d, i, ev.Name, ev.Data, err, want[0], want[1])
+			}
+		}
+		if _, err := resp.Stream.Next(); err != io.EOF {
+			t.Fatalf("%v: after the events: %v, want EOF", c.d, err)
+		}
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		resp := &provider.Response{Dialect: llm.OpenAIChat, Stream: &bufStream{evs: openai, buf: make([]byte, 0, 256)}}
+		_ = r.awaitFirst(&pipeline.Exchange{}, &Deployment{ProviderName: "p"}, resp, time.Now())
+	})
+	// The Response, the stream and its buffer, the Exchange and the
+	// Deployment (4, the test's own), the watched wrapper and the held role
+	// chunk's copy: 5 (the held list lives in the wrapper).
+	t.Logf("allocations: %.0f", allocs)
+	if allocs > 5 {
+		t.Fatalf("%.0f allocations, want at most 5", allocs)
 	}
 }

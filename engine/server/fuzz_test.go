@@ -36,13 +36,18 @@ func FuzzParse(f *testing.F) {
 }
 
 // FuzzMembers: on every valid JSON object, parse's member walk finds the
-// members gjson's ForEach finds, with the same keys and raw values.
+// members gjson's ForEach finds, with the same keys and raw values, and
+// parse reads model, stream and max_tokens as gjson reads them.
 func FuzzMembers(f *testing.F) {
 	for _, s := range membersCases {
 		f.Add([]byte(s))
 	}
+	for _, s := range parseFieldCases {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		checkMembers(t, body)
+		checkParseFields(t, body)
 	})
 }
 

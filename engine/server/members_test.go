@@ -3,6 +3,9 @@ package server
 import (
 	"testing"
 
+	"github.com/portcullis/portcullis/engine/llm"
+	"github.com/portcullis/portcullis/engine/pipeline"
+
 	"github.com/tidwall/gjson"
 )
 
@@ -80,5 +83,66 @@ func TestMembers(t *testing.T) {
 	it, _ := newMembers([]byte(membersCases[5]))
 	if k, v, ok := it.next(); !ok || string(k) != "model" || string(v) != `"m"` {
 		t.Fatalf("escaped key: %q %q %v", k, v, ok)
+	}
+}
+
+// parseOracle is how parse read model, stream and max_tokens through gjson
+// before it read them from their raw values: ok false when the request is
+// refused for them.
+func parseOracle(body []byte) (model string, stream bool, maxTokens int, ok bool) {
+	var m, st gjson.Result
+	gjson.ParseBytes(body).ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "model":
+			m = v
+		case "stream":
+			st = v
+		case "max_tokens", "max_completion_tokens", "max_output_tokens":
+			if v.Type == gjson.Number && v.Int() > 0 && (maxTokens == 0 || int(v.Int()) < maxTokens) {
+				maxTokens = int(v.Int())
+			}
+		}
+		return true
+	})
+	if !m.Exists() || m.Type == gjson.Null || m.Type != gjson.String || m.Str == "" {
+		return "", false, 0, false
+	}
+	if st.Exists() && st.Type != gjson.Null && st.Type != gjson.True && st.Type != gjson.False {
+		return "", false, 0, false
+	}
+	return m.Str, st.Type == gjson.True, maxTokens, true
+}
+
+// checkParseFields holds parse's reading of model, stream and max_tokens
+// to parseOracle on any valid object.
+func checkParseFields(t *testing.T, body []byte) {
+	t.Helper()
+	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+		return
+	}
+	model, stream, maxTokens, ok := parseOracle(body)
+	x := &pipeline.Exchange{Dialect: llm.OpenAICompletion, Body: body}
+	e := parse(x, nil)
+	refusedForField := e != nil && (e.Param == "model" || e.Param == "stream")
+	if ok == refusedForField {
+		t.Fatalf("%q: parse error %v, gjson reading ok %v", body, e, ok)
+	}
+	if ok && e == nil && (x.Model != model || x.Stream != stream || x.MaxTokens != maxTokens) {
+		t.Fatalf("%q: model %q stream %v max_tokens %d, gjson %q %v %d", body, x.Model, x.Stream, x.MaxTokens, model, stream, maxTokens)
+	}
+}
+
+var parseFieldCases = []string{
+	`{"model":"gpt-4o","stream":true,"max_tokens":256}`,
+	`{"model":"a\"b\\c","stream":false,"max_tokens":2.7,"max_completion_tokens":1e2}`,
+	`{"model":"m","model":"n","stream":null,"max_output_tokens":-3,"max_tokens":"9"}`,
+	`{"model":"","stream":true}`, `{"model":null}`, `{"model":5}`, `{"stream":true}`,
+	`{"model":"m","stream":"yes"}`, `{"model":"m","stream":1}`, `{"model":"m","max_tokens":12345678901}`,
+	`{"model":"\u006d","max_tokens":0,"max_completion_tokens":7,"max_output_tokens":9}`,
+}
+
+func TestParseFields(t *testing.T) {
+	for _, c := range parseFieldCases {
+		checkParseFields(t, []byte(c))
 	}
 }

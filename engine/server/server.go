@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tidwall/gjson"
@@ -543,7 +544,10 @@ func parse(x *pipeline.Exchange, names map[string]string) *errs.Error {
 		}
 		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body must be a JSON object")
 	}
-	var model, stream, opts, tags, meta, fallbacks, retries gjson.Result
+	// model, stream and max_tokens, in every request, are read from their
+	// raw values; the rarer members through gjson.
+	var modelRaw, streamRaw []byte
+	var opts, tags, meta, fallbacks, retries gjson.Result
 	msgsArray := false
 	strip := 0
 	for {
@@ -553,9 +557,9 @@ func parse(x *pipeline.Exchange, names map[string]string) *errs.Error {
 		}
 		switch string(k) {
 		case "model":
-			model = result(v)
+			modelRaw = v
 		case "stream":
-			stream = result(v)
+			streamRaw = v
 		case "messages":
 			msgsArray = v[0] == '[' // valid JSON: an array
 		case "stream_options":
@@ -578,30 +582,33 @@ func parse(x *pipeline.Exchange, names map[string]string) *errs.Error {
 			x.CacheParams = append([]byte(nil), v...)
 			strip++
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
-			if n := result(v); n.Type == gjson.Number && n.Int() > 0 && (x.MaxTokens == 0 || int(n.Int()) < x.MaxTokens) {
-				x.MaxTokens = int(n.Int())
+			if n := tokenLimit(v); n > 0 && (x.MaxTokens == 0 || n < x.MaxTokens) {
+				x.MaxTokens = n
 			}
 		}
 	}
 	if it.bad {
 		return errs.BadRequest(errs.CodeInvalidJSON, "", "Request body is not valid JSON")
 	}
+	model := jsonString(modelRaw)
 	switch {
-	case !model.Exists() || model.Type == gjson.Null:
+	case modelRaw == nil || string(modelRaw) == "null":
 		return errs.BadRequest(errs.CodeMissingModel, "model", "Missing required parameter: 'model'")
-	case model.Type != gjson.String || model.Str == "":
+	case modelRaw[0] != '"' || model == "":
 		return errs.BadRequest(errs.CodeInvalidRequest, "model", "'model' must be a non-empty string")
 	}
-	if n, ok := names[model.Str]; ok {
+	if n, ok := names[model]; ok {
 		x.Model = n
 	} else {
-		x.Model = strings.Clone(model.Str)
+		x.Model = strings.Clone(model)
 	}
-	if stream.Exists() && stream.Type != gjson.Null {
-		if stream.Type != gjson.True && stream.Type != gjson.False {
-			return errs.BadRequest(errs.CodeInvalidRequest, "stream", "'stream' must be a boolean")
-		}
-		x.Stream = stream.Type == gjson.True
+	switch string(streamRaw) {
+	case "", "null":
+	case "true":
+		x.Stream = true
+	case "false":
+	default:
+		return errs.BadRequest(errs.CodeInvalidRequest, "stream", "'stream' must be a boolean")
 	}
 	if x.Dialect == llm.OpenAIEmbedding && x.Stream {
 		return errs.BadRequest(errs.CodeInvalidRequest, "stream", "embeddings cannot be streamed")
@@ -611,8 +618,10 @@ func parse(x *pipeline.Exchange, names map[string]string) *errs.Error {
 			return errs.BadRequest(errs.CodeInvalidRequest, "messages", "'messages' must be an array of messages")
 		}
 	}
-	x.IncludeUsage = opts.Get("include_usage").Type == gjson.True
-	if !tags.Exists() {
+	if opts.Exists() {
+		x.IncludeUsage = opts.Get("include_usage").Type == gjson.True
+	}
+	if !tags.Exists() && meta.Exists() {
 		tags = meta.Get("tags")
 	}
 	var err *errs.Error
@@ -635,6 +644,42 @@ func parse(x *pipeline.Exchange, names map[string]string) *errs.Error {
 		x.Body = stripKeys(x.Body)
 	}
 	return nil
+}
+
+// jsonString is the value of a raw JSON string over its memory (unescaped
+// into a new string when it has escapes); "" when raw is not a string.
+func jsonString(raw []byte) string {
+	if len(raw) < 2 || raw[0] != '"' {
+		return ""
+	}
+	s := raw[1 : len(raw)-1]
+	if bytes.IndexByte(s, '\\') >= 0 {
+		return result(raw).Str
+	}
+	return unsafe.String(unsafe.SliceData(s), len(s))
+}
+
+// tokenLimit is a raw max_tokens value as gjson's Int reads it; 0 for
+// anything but a number. Plain digits (every real request) are read here.
+func tokenLimit(raw []byte) int {
+	if len(raw) == 0 || len(raw) > 9 {
+		return gjsonInt(raw)
+	}
+	n := 0
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return gjsonInt(raw)
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+func gjsonInt(raw []byte) int {
+	if r := result(raw); r.Type == gjson.Number {
+		return int(r.Int())
+	}
+	return 0
 }
 
 // gatewayKeys are request fields the gateway consumes and never forwards.

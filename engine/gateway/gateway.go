@@ -45,10 +45,6 @@ type Runtime struct {
 	ModelJSON  map[string][]byte
 	// Metrics per public model name, resolved at build.
 	ModelMetrics map[string]*telemetry.Model
-	// Names holds every configured model name, each the key of its own
-	// entry: a request naming one takes this string instead of a copy of
-	// the name out of its body (one allocation less per request).
-	Names map[string]string
 	Unknown      *telemetry.Model
 
 	client    *provider.Client
@@ -199,10 +195,6 @@ func Build(cfg *config.Config, o Options) (*Runtime, error) {
 		}
 	}
 	rt.Unknown = o.Metrics.Model("")
-	rt.Names = make(map[string]string, len(rt.ModelMetrics))
-	for n := range rt.ModelMetrics {
-		rt.Names[n] = n
-	}
 	return rt, nil
 }
 

@@ -50,7 +50,7 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, d llm.Dialect, served bool) 
 	}
 
 	rt := s.holder.Acquire()
-	if e := parse(x, rt.Names); e != nil {
+	if e := parse(x, rt.ModelMetrics); e != nil {
 		s.fail(ctx, rt, x, e)
 		return
 	}

@@ -193,24 +193,19 @@ func validValue(b []byte, i int) (int, bool) {
 		}
 		var ok bool
 		switch b[i] {
-		case '{':
+		case '{', '[':
+			end := b[i] + 2 // '}' or ']'
 			i = skipSpace(b, i+1)
-			if i < len(b) && b[i] == '}' {
+			if i < len(b) && b[i] == end {
 				i++
 				break
 			}
-			stack = append(stack, '}')
-			if i, ok = validKey(b, i); !ok {
-				return i, false
+			stack = append(stack, end)
+			if end == '}' {
+				if i, ok = validKey(b, i); !ok {
+					return i, false
+				}
 			}
-			continue
-		case '[':
-			i = skipSpace(b, i+1)
-			if i < len(b) && b[i] == ']' {
-				i++
-				break
-			}
-			stack = append(stack, ']')
 			continue
 		case '"':
 			if i, ok = validString(b, i+1); !ok {

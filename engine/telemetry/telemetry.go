@@ -128,6 +128,9 @@ type Model struct {
 	Completion prometheus.Counter
 }
 
+// Name is the model name the handle counts for.
+func (h *Model) Name() string { return h.name }
+
 // Endpoints indexes Model.ok.
 var Endpoints = [4]string{"chat", "completion", "embedding", "messages"}
 

@@ -266,13 +266,6 @@ func (ep *Endpoint) template() *endpointTemplate {
 		return t
 	}
 	t := &endpointTemplate{}
-	u := t.json.URI()
-	u.Update(ep.URL)
-	isTLS := string(u.Scheme()) == "https"
-	if s := string(u.Scheme()); s != "http" && s != "https" {
-		t.err = fmt.Errorf("unsupported protocol %q: http and https are supported", s)
-	}
-	t.hc = ep.Client.host(fasthttp.AddMissingPort(string(u.Host()), isTLS), isTLS)
 	for _, c := range [...]struct {
 		req    *fasthttp.Request
 		accept string
@@ -287,6 +280,12 @@ func (ep *Endpoint) template() *endpointTemplate {
 		// Parsed here, before the template is shared: copies only read it.
 		_ = c.req.URI()
 	}
+	u := t.json.URI()
+	isTLS := string(u.Scheme()) == "https"
+	if s := string(u.Scheme()); s != "http" && !isTLS {
+		t.err = fmt.Errorf("unsupported protocol %q: http and https are supported", s)
+	}
+	t.hc = ep.Client.host(fasthttp.AddMissingPort(string(u.Host()), isTLS), isTLS)
 	ep.tmpl.CompareAndSwap(nil, t)
 	return ep.tmpl.Load()
 }

@@ -16,6 +16,7 @@ E2E_DIR  := engine/e2e/node
 # Fuzz targets run briefly by `make test`: package path and target name.
 FUZZ_TARGETS := \
 	./engine/sse:FuzzReader \
+	./engine/provider:FuzzStreamResponse \
 	./engine/server:FuzzParse \
 	./engine/server:FuzzMembers \
 	./engine/server:FuzzHandle \

@@ -21,7 +21,6 @@ import (
 
 	"github.com/portcullis/portcullis/engine/errs"
 	"github.com/portcullis/portcullis/engine/llm"
-	"github.com/portcullis/portcullis/engine/sse"
 	"github.com/portcullis/portcullis/engine/telemetry"
 )
 
@@ -39,13 +38,10 @@ const maxErrorBody = 64 << 10
 const DialTimeout = 5 * time.Second
 
 // Client is the upstream HTTP client a snapshot shares between its
-// deployments: one pooled fasthttp.HostClient per upstream host, whose
-// connections are tracked, so that a stream can move its connection from
-// the header deadline (time to first byte) to the stream's own deadline
-// once the headers have arrived. fasthttp sets one read deadline for a
-// whole response, body included.
+// deployments: per upstream host, one pooled fasthttp.HostClient for
+// whole responses and one pool of connections for streams (stream.go).
 //
-// An endpoint finds its host's HostClient once (its template), where a
+// An endpoint finds its host's pools once (its template), where a
 // fasthttp.Client would look the host up on every call, under a lock all
 // calls share.
 type Client struct {
@@ -56,39 +52,14 @@ type Client struct {
 	dialer *fasthttp.TCPDialer
 	// hosts: "http://host:port" or "https://host:port" -> *fasthttp.HostClient.
 	hosts sync.Map
-	// conns: local address -> net.Conn. Keyed by the net.Addr value the
-	// connection returns (a *net.TCPAddr the connection keeps, so the same
-	// pointer every time): a lookup is a pointer hash, not the address
-	// formatted as a string.
-	conns sync.Map
+	// streams: the same keys -> *streamHost.
+	streams sync.Map
 	// tls: "host:port" of the https upstreams (Prepare) -> *tls.Config;
 	// their handshake happens in the dial goroutine.
 	tls      sync.Map
 	sessions tls.ClientSessionCache
-}
-
-type trackedConn struct {
-	net.Conn
-	key   net.Addr
-	table *sync.Map
-}
-
-func (c *trackedConn) Close() error {
-	c.table.Delete(c.key)
-	return c.Conn.Close()
-}
-
-// trackedTLSConn is a tracked connection whose TLS handshake is done: its
-// Handshake method tells fasthttp not to wrap it in TLS again.
-type trackedTLSConn struct{ trackedConn }
-
-func (c *trackedTLSConn) Handshake() error { return c.Conn.(*tls.Conn).Handshake() }
-
-// extendDeadline sets the read deadline of the connection resp arrived on.
-func (c *Client) extendDeadline(resp *fasthttp.Response, deadline time.Time) {
-	if v, ok := c.conns.Load(resp.LocalAddr()); ok {
-		_ = v.(net.Conn).SetReadDeadline(deadline)
-	}
+	// onDial, in tests, sees each connection dialled.
+	onDial func(net.Conn)
 }
 
 // NewClient returns a snapshot's upstream client. Response bodies are
@@ -136,7 +107,11 @@ func (c *Client) host(addr string, isTLS bool) *fasthttp.HostClient {
 			return false, attempts == 1 && closedBeforeResponse(err)
 		},
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			return c.dial(c.dialer, addr, timeout)
+			var cfg *tls.Config
+			if v, ok := c.tls.Load(addr); ok {
+				cfg = v.(*tls.Config)
+			}
+			return c.dialWith(addr, timeout, cfg)
 		},
 	}
 	v, _ := c.hosts.LoadOrStore(key, hc)
@@ -147,6 +122,10 @@ func (c *Client) host(addr string, isTLS bool) *fasthttp.HostClient {
 func (c *Client) CloseIdleConnections() {
 	c.hosts.Range(func(_, v any) bool {
 		v.(*fasthttp.HostClient).CloseIdleConnections()
+		return true
+	})
+	c.streams.Range(func(_, v any) bool {
+		v.(*streamHost).closeIdle()
 		return true
 	})
 }
@@ -184,40 +163,34 @@ type dialed struct {
 	err  error
 }
 
-// dial connects to addr in a goroutine of its own and waits for it. The
+// dialWith connects to addr in a goroutine of its own and waits for it. The
 // resolver, connect and TLS handshake run tens of frames deeper than the
 // request that needs the connection; run inline they would grow every
 // request goroutine's stack to 16 KiB or more, and a goroutine that then
 // holds an idle stream keeps that stack (bench/ scenario (e)). A new
 // connection costs a goroutine; a pooled one costs nothing.
-func (c *Client) dial(d *fasthttp.TCPDialer, addr string, timeout time.Duration) (net.Conn, error) {
+//
+// With cfg (an https host), the TLS handshake is done there too; the
+// *tls.Conn returned has a Handshake method, which tells fasthttp not to
+// wrap it again.
+func (c *Client) dialWith(addr string, timeout time.Duration, cfg *tls.Config) (net.Conn, error) {
 	if timeout <= 0 || timeout > DialTimeout {
 		timeout = DialTimeout
-	}
-	var cfg *tls.Config
-	if v, ok := c.tls.Load(addr); ok {
-		cfg = v.(*tls.Config)
 	}
 	ch := make(chan dialed, 1)
 	go func() {
 		deadline := time.Now().Add(timeout)
-		conn, err := d.DialTimeout(addr, timeout)
+		conn, err := c.dialer.DialTimeout(addr, timeout)
 		if err == nil && cfg != nil {
 			conn, err = handshake(conn, cfg, deadline)
 		}
 		ch <- dialed{conn, err}
 	}()
 	r := <-ch
-	if r.err != nil {
-		return nil, r.err
+	if c.onDial != nil && r.err == nil {
+		c.onDial(r.conn)
 	}
-	key := r.conn.LocalAddr()
-	c.conns.Store(key, r.conn)
-	t := trackedConn{Conn: r.conn, key: key, table: &c.conns}
-	if cfg != nil {
-		return &trackedTLSConn{t}, nil
-	}
-	return &t, nil
+	return r.conn, r.err
 }
 
 func handshake(raw net.Conn, cfg *tls.Config, deadline time.Time) (net.Conn, error) {
@@ -252,13 +225,16 @@ type Endpoint struct {
 	tmpl atomic.Pointer[endpointTemplate]
 }
 
-// endpointTemplate holds an endpoint's two request shapes, which a call
-// copies (a parsed URL and a few headers copied) instead of parsing the URL
-// and setting each header again, and its host's client.
+// endpointTemplate holds an endpoint's request shapes, which a call copies
+// instead of parsing the URL and setting each header again (a whole
+// response: a fasthttp.Request; a stream: its head's bytes), and its
+// host's pools.
 type endpointTemplate struct {
-	json, sse fasthttp.Request
-	hc        *fasthttp.HostClient
-	err       error // the URL cannot be called
+	json fasthttp.Request
+	hc   *fasthttp.HostClient
+	sr   *streamRequest
+	sh   *streamHost
+	err  error // the URL cannot be called
 }
 
 func (ep *Endpoint) template() *endpointTemplate {
@@ -266,26 +242,27 @@ func (ep *Endpoint) template() *endpointTemplate {
 		return t
 	}
 	t := &endpointTemplate{}
-	for _, c := range [...]struct {
-		req    *fasthttp.Request
-		accept string
-	}{{&t.json, "application/json"}, {&t.sse, "text/event-stream"}} {
-		c.req.SetRequestURI(ep.URL)
-		c.req.Header.SetMethod(fasthttp.MethodPost)
-		c.req.Header.SetContentType("application/json")
-		for _, h := range ep.Headers {
-			c.req.Header.Set(h[0], h[1])
-		}
-		c.req.Header.Set("Accept", c.accept)
-		// Parsed here, before the template is shared: copies only read it.
-		_ = c.req.URI()
+	t.json.SetRequestURI(ep.URL)
+	t.json.Header.SetMethod(fasthttp.MethodPost)
+	t.json.Header.SetContentType("application/json")
+	for _, h := range ep.Headers {
+		t.json.Header.Set(h[0], h[1])
 	}
+	t.json.Header.Set("Accept", "application/json")
+	// Parsed here, before the template is shared: copies only read it.
 	u := t.json.URI()
 	isTLS := string(u.Scheme()) == "https"
 	if s := string(u.Scheme()); s != "http" && !isTLS {
 		t.err = fmt.Errorf("unsupported protocol %q: http and https are supported", s)
 	}
-	t.hc = ep.Client.host(fasthttp.AddMissingPort(string(u.Host()), isTLS), isTLS)
+	addr := fasthttp.AddMissingPort(string(u.Host()), isTLS)
+	t.hc = ep.Client.host(addr, isTLS)
+	var err error
+	if t.sr, err = newStreamRequest(u, ep.Headers); err != nil && t.err == nil {
+		t.err = err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	t.sh = ep.Client.streamHost(addr, host, isTLS)
 	ep.tmpl.CompareAndSwap(nil, t)
 	return ep.tmpl.Load()
 }
@@ -298,19 +275,27 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 	if t.err != nil {
 		return nil, ep.transportError(t.err)
 	}
-	req := fasthttp.AcquireRequest()
-	accept := "application/json"
-	if r.Stream {
-		t.sse.CopyTo(req)
-		accept = "text/event-stream"
-	} else {
-		t.json.CopyTo(req)
+	deadline := r.Deadline
+	if deadline.IsZero() {
+		deadline = time.Now().Add(DefaultTimeout)
 	}
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if r.Stream {
+		headerDeadline := deadline
+		if !r.HeaderDeadline.IsZero() && r.HeaderDeadline.Before(deadline) {
+			headerDeadline = r.HeaderDeadline
+		}
+		return ep.doStream(t, r, body, d, extra, headerDeadline, deadline)
+	}
+	req := fasthttp.AcquireRequest()
+	t.json.CopyTo(req)
 	for _, h := range extra {
 		req.Header.Set(h[0], h[1])
 		if strings.EqualFold(h[0], "accept") {
 			// The dialect decides what is accepted.
-			req.Header.Set("Accept", accept)
+			req.Header.Set("Accept", "application/json")
 		}
 	}
 	for _, name := range r.RemoveHeaders {
@@ -326,19 +311,7 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 	req.SetBodyRaw(body)
 
 	resp := fasthttp.AcquireResponse()
-	resp.StreamBody = r.Stream
-	deadline := r.Deadline
-	if deadline.IsZero() {
-		deadline = time.Now().Add(DefaultTimeout)
-	}
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	headerDeadline := deadline
-	if r.Stream && !r.HeaderDeadline.IsZero() && r.HeaderDeadline.Before(deadline) {
-		headerDeadline = r.HeaderDeadline
-	}
-	err := t.hc.DoDeadline(req, resp, headerDeadline)
+	err := t.hc.DoDeadline(req, resp, deadline)
 	telemetry.Mark(telemetry.MarkUpstreamHead)
 	fasthttp.ReleaseRequest(req)
 	if err != nil {
@@ -347,99 +320,18 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 	}
 	status := resp.StatusCode()
 	if status < 200 || status > 299 {
-		var eb []byte
-		if r.Stream {
-			if s := resp.BodyStream(); s != nil {
-				eb, _ = io.ReadAll(io.LimitReader(s, maxErrorBody))
-			}
-			_ = resp.CloseBodyStream()
-		} else {
-			eb = resp.Body()
-			if len(eb) > maxErrorBody {
-				eb = eb[:maxErrorBody]
-			}
+		eb := resp.Body()
+		if len(eb) > maxErrorBody {
+			eb = eb[:maxErrorBody]
 		}
 		e := ep.UpstreamError(status, eb, resp.Header.Peek("Retry-After"))
 		fasthttp.ReleaseResponse(resp)
 		return nil, e
 	}
-	if r.Stream {
-		if headerDeadline != deadline {
-			ep.Client.extendDeadline(resp, deadline)
-		}
-		// The Response and the stream in one allocation.
-		st := &httpStream{resp: resp, ep: ep}
-		st.rd.Init(resp.BodyStream(), 0, st.buf[:], st.data[:])
-		st.out = Response{Dialect: d, Status: status, Stream: st}
-		return &st.out, nil
-	}
 	out := &Response{Dialect: d, Status: status}
 	out.Body = resp.Body()
 	out.release = func() { fasthttp.ReleaseResponse(resp) }
 	return out, nil
-}
-
-// httpStream is an upstream SSE body. It is not pooled: Close may run on a
-// timer goroutine while Next is still returning on the reading one, so its
-// memory must outlive both.
-type httpStream struct {
-	out    Response // the call's response, whose Stream this is
-	resp   *fasthttp.Response
-	rd     sse.Reader
-	ep     *Endpoint
-	closed atomic.Bool
-	mu     sync.Mutex
-	// buf and data are rd's first read and event buffers (a typical chunk
-	// fits), in the same allocation.
-	buf  [512]byte
-	data [256]byte
-}
-
-func (s *httpStream) Next() (sse.Event, error) {
-	if s.closed.Load() {
-		return sse.Event{}, ErrStreamClosed
-	}
-	ev, err := s.rd.Next()
-	if err != nil && !errors.Is(err, io.EOF) {
-		if errors.Is(err, sse.ErrEventTooLarge) {
-			return ev, errs.New(502, errs.CodeUpstreamProtocol, s.ep.Provider+": stream event over the size limit").Wrap(err)
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return ev, errs.New(408, errs.CodeUpstreamTimeout, s.ep.Provider+": stream timed out").Wrap(err)
-		}
-		return ev, errs.New(502, errs.CodeUpstreamProtocol, s.ep.Provider+": stream broken: "+err.Error())
-	}
-	return ev, err
-}
-
-// Wait implements Waiter.
-func (s *httpStream) Wait() {
-	if !s.closed.Load() {
-		s.rd.Wait()
-	}
-}
-
-// Buffered implements Waiter.
-func (s *httpStream) Buffered() bool { return !s.closed.Load() && s.rd.Buffered() }
-
-// Close ends the stream. It may be called from another goroutine (a
-// deadline timer) while Next is blocked: the connection is interrupted and
-// Next returns an error.
-func (s *httpStream) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed.Load() || s.resp == nil {
-		return nil
-	}
-	s.closed.Store(true)
-	if rc, ok := s.resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
-		_ = rc.CloseWithError(nil)
-	}
-	_ = s.resp.CloseBodyStream()
-	fasthttp.ReleaseResponse(s.resp)
-	s.resp = nil
-	return nil
 }
 
 func (ep *Endpoint) transportError(err error) *errs.Error {
@@ -449,7 +341,8 @@ func (ep *Endpoint) transportError(err error) *errs.Error {
 		// not the upstream's fault: no cooldown, no fallback storm.
 		return errs.New(503, errs.CodeUnavailable, ep.Provider+": the gateway is out of connections ("+localCause(err)+"); try again").Wrap(err)
 	}
-	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) || errors.Is(err, fasthttp.ErrTLSHandshakeTimeout) {
+	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) || errors.Is(err, fasthttp.ErrTLSHandshakeTimeout) ||
+		timeout(err) {
 		e := errs.New(408, errs.CodeUpstreamTimeout, ep.Provider+": upstream request timed out")
 		e.Retryable, e.Fallback, e.Provider = true, true, ep.Provider
 		return e.Wrap(err)

@@ -49,11 +49,14 @@ func trust(srv *httptest.Server) *x509.CertPool {
 }
 
 // An https upstream that Prepare announced is dialled with the TLS
-// handshake in the dial goroutine (the tracked connection is our
-// *tls.Conn, which fasthttp does not wrap again); JSON and streams work.
+// handshake in the dial goroutine (the connection dialled is our
+// *tls.Conn, which fasthttp does not wrap again); JSON and streams work,
+// each on one connection.
 func TestHTTPSUpstreamHandshakeInDialGoroutine(t *testing.T) {
 	srv := tlsUpstream(t)
 	c := NewClient()
+	var dialled []net.Conn
+	c.onDial = func(conn net.Conn) { dialled = append(dialled, conn) }
 	c.Prepare(srv.URL + "/v1")
 	addr := strings.TrimPrefix(srv.URL, "https://")
 	v, ok := c.tls.Load(addr)
@@ -74,17 +77,6 @@ func TestHTTPSUpstreamHandshakeInDialGoroutine(t *testing.T) {
 		t.Fatalf("body %q", resp.Body)
 	}
 	resp.Release()
-	n := 0
-	c.conns.Range(func(_, v any) bool {
-		if _, ok := v.(*tls.Conn); !ok {
-			t.Errorf("tracked connection is %T, want *tls.Conn", v)
-		}
-		n++
-		return true
-	})
-	if n != 1 {
-		t.Fatalf("%d tracked connections, want 1", n)
-	}
 
 	resp, err = ep.Do(context.Background(), &Request{Stream: true, Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
 	if err != nil {
@@ -107,10 +99,19 @@ func TestHTTPSUpstreamHandshakeInDialGoroutine(t *testing.T) {
 	if strings.Join(got, " ") != `{"n":0} {"n":1} {"n":2} [DONE]` {
 		t.Fatalf("events %q", got)
 	}
+	if len(dialled) != 2 {
+		t.Fatalf("%d connections dialled, want 2", len(dialled))
+	}
+	for _, conn := range dialled {
+		if _, ok := conn.(*tls.Conn); !ok {
+			t.Errorf("dialled connection is %T, want *tls.Conn", conn)
+		}
+	}
 }
 
-// An https upstream Prepare was not told of is still served: fasthttp
-// does the handshake.
+// An https upstream Prepare was not told of is still served, with
+// Client.TLSConfig: fasthttp does the handshake of a whole response's
+// call, the stream pool its own.
 func TestHTTPSUpstreamWithoutPrepare(t *testing.T) {
 	srv := tlsUpstream(t)
 	c := NewClient()
@@ -124,23 +125,34 @@ func TestHTTPSUpstreamWithoutPrepare(t *testing.T) {
 	if string(resp.Body) != `{"ok":true}` {
 		t.Fatalf("body %q", resp.Body)
 	}
+	resp, err = ep.Do(context.Background(), &Request{Stream: true, Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Release()
+	if ev, err := resp.Stream.Next(); err != nil || string(ev.Data) != `{"n":0}` {
+		t.Fatalf("first event %q, %v", ev.Data, err)
+	}
 }
 
 // A handshake that fails (an untrusted certificate) is an upstream error
-// that names the cause, and leaves no tracked connection behind.
+// that names the cause, for a whole response and for a stream, and no
+// connection is kept.
 func TestHTTPSUpstreamUntrusted(t *testing.T) {
 	srv := tlsUpstream(t)
 	c := NewClient()
 	c.Prepare(srv.URL)
+	c.onDial = func(conn net.Conn) { t.Errorf("connection %v dialled", conn.LocalAddr()) }
 	ep := &Endpoint{Provider: "openai", Client: c, URL: srv.URL + "/v1/chat/completions"}
-	_, err := ep.Do(context.Background(), &Request{Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
-	if err == nil || !strings.Contains(err.Error(), "certificate") {
-		t.Fatalf("err = %v, want a certificate error", err)
+	for _, stream := range []bool{false, true} {
+		_, err := ep.Do(context.Background(), &Request{Stream: stream, Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Fatalf("stream %v: err = %v, want a certificate error", stream, err)
+		}
 	}
-	c.conns.Range(func(k, _ any) bool {
-		t.Errorf("connection %v still tracked", k)
-		return true
-	})
+	if n := ep.template().sh.open.Load(); n != 0 {
+		t.Fatalf("%d stream connections open, want 0", n)
+	}
 }
 
 func TestPrepareIgnoresPlainHTTPAndDefaultsPort(t *testing.T) {

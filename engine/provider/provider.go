@@ -169,6 +169,17 @@ type Waiter interface {
 	Buffered() bool
 }
 
+// FirstTokenBounded is implemented by streams whose connection's read
+// deadline is still the call's header deadline (Request.HeaderDeadline,
+// the time-to-first-token bound) when the call returns: the wait for the
+// first token is bounded without a timer, and Next fails with an
+// upstream_timeout error when it passes. The router calls
+// FirstTokenArrived once it has the first token; the stream's own deadline
+// (Request.Deadline) then applies.
+type FirstTokenBounded interface {
+	FirstTokenArrived()
+}
+
 // Spec is what a factory receives to build one deployment's provider.
 type Spec struct {
 	// Provider is the registered provider name (the model prefix).

@@ -421,15 +421,19 @@ func (ep *Endpoint) doStream(t *endpointTemplate, r *Request, body []byte, d llm
 	case rh.length < 0:
 		st.keep = false // the body ends with the connection
 	}
-	if headerDeadline != deadline {
-		// The head is in: the rest runs to the call's own deadline.
-		_ = sc.SetReadDeadline(deadline)
-	}
 	if rh.status < 200 || rh.status > 299 {
+		if headerDeadline != deadline {
+			_ = sc.SetReadDeadline(deadline)
+		}
 		eb, _ := io.ReadAll(io.LimitReader(&st.body, maxErrorBody))
 		e := ep.UpstreamError(rh.status, eb, rh.retryAfter)
 		_ = st.Close()
 		return nil, e
+	}
+	if headerDeadline != deadline {
+		// The header deadline bounds the first token too, until
+		// FirstTokenArrived moves the connection to the call's own.
+		st.deadline = deadline
 	}
 	st.rd.Init(&st.body, 0, st.buf[:], st.data[:])
 	st.out = Response{Dialect: d, Status: rh.status, Stream: st}
@@ -665,7 +669,10 @@ type httpStream struct {
 	sc     *streamConn
 	ep     *Endpoint
 	keep   bool // the connection may serve another call once the body ended
-	body   bodyReader
+	// deadline is the call's own, for FirstTokenArrived to set (zero: it
+	// is set already).
+	deadline time.Time
+	body     bodyReader
 	rd     sse.Reader
 	closed atomic.Bool
 	mu     sync.Mutex
@@ -690,6 +697,19 @@ func (s *httpStream) Next() (sse.Event, error) {
 		return ev, errs.New(502, errs.CodeUpstreamProtocol, s.ep.Provider+": stream broken: "+err.Error())
 	}
 	return ev, err
+}
+
+// FirstTokenArrived implements FirstTokenBounded.
+func (s *httpStream) FirstTokenArrived() {
+	if s.deadline.IsZero() {
+		return
+	}
+	s.mu.Lock()
+	if s.sc != nil {
+		_ = s.sc.SetReadDeadline(s.deadline)
+	}
+	s.mu.Unlock()
+	s.deadline = time.Time{}
 }
 
 // Wait implements Waiter.

@@ -20,8 +20,9 @@ import (
 )
 
 // rawUpstream serves each request it reads with answer(n, req), n
-// counting requests from 0 across connections, written as it is; answer
-// returns false to close the connection after it. It returns the address
+// counting requests from 0 across connections, written as it is (with a
+// 300 ms wait at each pause); answer returns false to close the connection
+// after it. It returns the address
 // and the counts of connections and requests.
 func rawUpstream(t *testing.T, answer func(n int, req *http.Request) (string, bool)) (string, *atomic.Int32, *atomic.Int32) {
 	t.Helper()
@@ -49,7 +50,15 @@ func rawUpstream(t *testing.T, answer func(n int, req *http.Request) (string, bo
 					_, _ = io.Copy(io.Discard, req.Body)
 					n := int(requests.Add(1)) - 1
 					resp, keep := answer(n, req)
-					if _, err := io.WriteString(c, resp); err != nil || !keep {
+					for i, part := range strings.Split(resp, pause) {
+						if i > 0 {
+							time.Sleep(300 * time.Millisecond)
+						}
+						if _, err := io.WriteString(c, part); err != nil {
+							return
+						}
+					}
+					if !keep {
 						return
 					}
 				}
@@ -58,6 +67,9 @@ func rawUpstream(t *testing.T, answer func(n int, req *http.Request) (string, bo
 	}()
 	return ln.Addr().String(), &conns, &requests
 }
+
+// pause in an answer of rawUpstream: 300 ms without a byte.
+const pause = "\x00pause\x00"
 
 func streamEndpoint(addr string) *Endpoint {
 	return &Endpoint{Provider: "openai", Client: NewClient(), URL: "http://" + addr + "/v1/chat/completions",
@@ -262,8 +274,9 @@ func TestStreamMalformedHead(t *testing.T) {
 	}
 }
 
-// The header deadline bounds the wait for the response head; once the
-// head is in, the stream's own deadline bounds the rest.
+// The header deadline bounds the wait for the response head (and the
+// first token: TestStreamFirstTokenBound); then the stream's own deadline
+// bounds the rest.
 func TestStreamDeadlines(t *testing.T) {
 	addr, _, _ := rawUpstream(t, func(n int, _ *http.Request) (string, bool) {
 		if n == 0 {
@@ -286,8 +299,12 @@ func TestStreamDeadlines(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Release()
+	if _, err := resp.Stream.Next(); err != nil {
+		t.Fatal(err)
+	}
+	resp.Stream.(FirstTokenBounded).FirstTokenArrived()
 	got, err := events(resp.Stream)
-	if len(got) != 1 || !errors.As(err, &e) || e.Code != errs.CodeUpstreamTimeout {
+	if len(got) != 0 || !errors.As(err, &e) || e.Code != errs.CodeUpstreamTimeout {
 		t.Fatalf("stream deadline: events %q, err %v", got, err)
 	}
 	if d := time.Since(start); d < 250*time.Millisecond || d > time.Second {
@@ -296,6 +313,38 @@ func TestStreamDeadlines(t *testing.T) {
 	// A deadline already passed fails at once, without dialling.
 	if _, err := streamCall(ep, &Request{Deadline: time.Now().Add(-time.Second)}); !errors.As(err, &e) || e.Code != errs.CodeUpstreamTimeout {
 		t.Fatalf("past deadline: %v", err)
+	}
+}
+
+// The header deadline bounds the first token as well (the stream is
+// FirstTokenBounded) until FirstTokenArrived, after which the call's own
+// deadline applies.
+func TestStreamFirstTokenBound(t *testing.T) {
+	addr, _, _ := rawUpstream(t, func(int, *http.Request) (string, bool) {
+		return sseHead + "Transfer-Encoding: chunked\r\n\r\n" + chunk("data: {\"role\":\"assistant\"}\n\n") + pause +
+			chunk("data: {\"n\":1}\n\n") + "0\r\n\r\n", true
+	})
+	ep := streamEndpoint(addr)
+	for _, arrived := range []bool{false, true} {
+		resp, err := streamCall(ep, &Request{HeaderDeadline: time.Now().Add(100 * time.Millisecond), Deadline: time.Now().Add(2 * time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := resp.Stream.Next(); err != nil {
+			t.Fatal(err)
+		}
+		if arrived {
+			resp.Stream.(FirstTokenBounded).FirstTokenArrived()
+		}
+		ev, err := resp.Stream.Next()
+		var e *errs.Error
+		switch {
+		case !arrived && (!errors.As(err, &e) || e.Code != errs.CodeUpstreamTimeout):
+			t.Fatalf("without FirstTokenArrived: %q, %v; want the header deadline's timeout", ev.Data, err)
+		case arrived && (err != nil || string(ev.Data) != `{"n":1}`):
+			t.Fatalf("after FirstTokenArrived: %q, %v", ev.Data, err)
+		}
+		resp.Release()
 	}
 }
 

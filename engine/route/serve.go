@@ -323,7 +323,10 @@ func (d *Deployment) ttft() time.Duration {
 func (r *Router) awaitFirst(x *pipeline.Exchange, d *Deployment, resp *provider.Response, start time.Time) error {
 	s := &watched{inner: resp.Stream}
 	s.waiter, _ = resp.Stream.(provider.Waiter)
-	if t := d.ttft(); t > 0 {
+	// A stream whose connection bounds the first token (its read
+	// deadline, the call's header deadline) needs no timer.
+	bounded, _ := resp.Stream.(provider.FirstTokenBounded)
+	if t := d.ttft(); t > 0 && bounded == nil {
 		if left := t - time.Since(start); left > 0 {
 			s.arm(left)
 		} else {
@@ -332,7 +335,7 @@ func (r *Router) awaitFirst(x *pipeline.Exchange, d *Deployment, resp *provider.
 	}
 	for {
 		ev, err := s.inner.Next()
-		if s.fired.Load() {
+		if s.fired.Load() || (bounded != nil && err != nil && errs.CodeOf(err) == errs.CodeUpstreamTimeout) {
 			s.disarm()
 			e := errs.New(408, errs.CodeUpstreamTimeout, d.ProviderName+": no first token within "+d.ttft().String())
 			e.Retryable, e.Fallback, e.Provider = true, true, d.ProviderName
@@ -364,6 +367,9 @@ func (r *Router) awaitFirst(x *pipeline.Exchange, d *Deployment, resp *provider.
 			continue
 		}
 		s.disarm()
+		if bounded != nil {
+			bounded.FirstTokenArrived()
+		}
 		s.first, s.hasFirst = ev, true
 		break
 	}

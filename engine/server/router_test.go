@@ -279,6 +279,8 @@ func TestStreamFirstTokenAndIdleDeadlines(t *testing.T) {
 model_list:
   - model_name: slowstart
     litellm_params: {model: openai/x-delay-500, api_key: k, stream_timeout: 0.1}
+  - model_name: latetoken
+    litellm_params: {model: openai/x-first-500, api_key: k, stream_timeout: 0.1}
   - model_name: stalls
     litellm_params: {model: openai/x-chunks-5-gap-400, api_key: k, stream_timeout: 0.1}
   - model_name: backup
@@ -286,26 +288,31 @@ model_list:
   - model_name: steady
     litellm_params: {model: openai/x-chunks-6-gap-60, api_key: k, stream_timeout: 0.1}
 router_settings:
-  fallbacks: [{slowstart: [backup]}, {stalls: [backup]}]
+  fallbacks: [{slowstart: [backup]}, {stalls: [backup]}, {latetoken: [backup]}]
 `, config.ServerSettings{})
-	start := time.Now()
-	resp, b := h.post("/v1/chat/completions", chat("slowstart", `,"stream":true`))
-	if resp.StatusCode != 200 || resp.Header.Get("x-litellm-model-id") != "backup-2" || !strings.HasSuffix(strings.TrimSpace(string(b)), "[DONE]") {
-		t.Fatalf("time to first token: %d %s %v", resp.StatusCode, b, resp.Header)
+	// No response head within the deadline; a head and the role chunk in
+	// time, but no token.
+	for _, model := range []string{"slowstart", "latetoken"} {
+		start := time.Now()
+		resp, b := h.post("/v1/chat/completions", chat(model, `,"stream":true`))
+		if resp.StatusCode != 200 || resp.Header.Get("x-litellm-model-id") != "backup-3" || !strings.HasSuffix(strings.TrimSpace(string(b)), "[DONE]") {
+			t.Fatalf("%s: time to first token: %d %s %v", model, resp.StatusCode, b, resp.Header)
+		}
+		if time.Since(start) > 450*time.Millisecond {
+			t.Fatalf("%s: the first-token deadline did not cut the wait: %v", model, time.Since(start))
+		}
 	}
-	if time.Since(start) > 450*time.Millisecond {
-		t.Fatalf("the first-token deadline did not cut the wait: %v", time.Since(start))
-	}
-	_, b = h.post("/v1/chat/completions", chat("stalls", `,"stream":true`))
-	ev := events(b)
+	_, stalled := h.post("/v1/chat/completions", chat("stalls", `,"stream":true`))
+	ev := events(stalled)
 	if last := ev[len(ev)-1][1]; !strings.Contains(last, "upstream_timeout") {
 		t.Fatalf("a stalled stream must end with a timeout error event: %q", ev)
 	}
-	// The first-token deadline bounds the wait for the response head only:
+	// The first-token deadline bounds the wait for the first token only:
 	// a stream that outlasts it, each gap within it, completes (the
-	// upstream connection's read deadline moves on once the head is in).
-	start = time.Now()
-	resp, b = h.post("/v1/chat/completions", chat("steady", `,"stream":true`))
+	// upstream connection's read deadline moves on once the first token
+	// is in).
+	start := time.Now()
+	resp, b := h.post("/v1/chat/completions", chat("steady", `,"stream":true`))
 	if resp.StatusCode != 200 || strings.Contains(string(b), "error") || !strings.HasSuffix(strings.TrimSpace(string(b)), "[DONE]") {
 		t.Fatalf("a steady stream longer than its first-token deadline: %d %s", resp.StatusCode, b)
 	}

@@ -10,6 +10,9 @@
 //	chunks-<n>      stream n content chunks (default 5)
 //	delay-<ms>      wait before the first byte
 //	gap-<ms>        wait between stream chunks
+//	first-<ms>      (OpenAI streams) wait between the role chunk and the
+//	                first content chunk: the head comes at once, the first
+//	                token late
 //	cut-<n>         drop the connection after n chunks, without a terminal event
 //	split-<n>       stream the reply itself in pieces of n bytes (so a word
 //	                or an address spans chunks), then the usual chunks
@@ -186,6 +189,7 @@ type behaviour struct {
 	chunks int
 	delay  time.Duration
 	gap    time.Duration
+	first  time.Duration
 	cut    int
 	split  int
 }
@@ -207,6 +211,8 @@ func parseBehaviour(model string) behaviour {
 			b.delay = time.Duration(n) * time.Millisecond
 		case "gap":
 			b.gap = time.Duration(n) * time.Millisecond
+		case "first":
+			b.first = time.Duration(n) * time.Millisecond
 		case "cut":
 			b.cut = n
 		case "split":
@@ -379,6 +385,7 @@ func (s *Server) openaiChat(ctx *fasthttp.RequestCtx) {
 			_ = w.Flush()
 		}
 		chunk(map[string]any{"role": "assistant", "content": ""}, nil)
+		time.Sleep(b.first)
 		finish := "stop"
 		if tool != "" {
 			chunk(map[string]any{"tool_calls": []any{map[string]any{"index": 0, "id": "call_up_1", "type": "function",

@@ -26,7 +26,8 @@ import (
 //	read           the server's read of a request head begins (fasthttp's Peek)
 //	request        telemetry.MarkRequest: the handler has the request
 //	parsed, upstream-call (the gateway's marks)
-//	sent           the write of the request to the upstream begins
+//	sent           the write of the request to the upstream begins (fasthttp's
+//	               client in the bare hop, the stream client in the gateway)
 //	woken          the last wake-up before the response's first write: the
 //	               upstream's answer (or the rest of it) has arrived
 //	upstream-head  telemetry.MarkUpstreamHead
@@ -115,7 +116,7 @@ func readFirstBytePaths(r io.Reader) (*firstBytePaths, error) {
 						continue
 					}
 					if at[sent] < 0 {
-						if stackHas(stk, "HostClient).doNonNilReqResp") {
+						if stackHas(stk, "HostClient).doNonNilReqResp") || stackHas(stk, "provider.(*streamConn).send") {
 							at[sent] = t
 						}
 					} else if stackHas(stk, "fasthttp.(*Server).serveConnCounted") {

@@ -664,18 +664,18 @@ func (b *bodyReader) trailer() error {
 // timer goroutine while Next is still returning on the reading one, so its
 // memory must outlive both.
 type httpStream struct {
-	out    Response // the call's response, whose Stream this is
-	h      *streamHost
-	sc     *streamConn
-	ep     *Endpoint
-	keep   bool // the connection may serve another call once the body ended
+	out  Response // the call's response, whose Stream this is
+	h    *streamHost
+	sc   *streamConn
+	ep   *Endpoint
+	keep bool // the connection may serve another call once the body ended
 	// deadline is the call's own, for FirstTokenArrived to set (zero: it
 	// is set already).
 	deadline time.Time
 	body     bodyReader
-	rd     sse.Reader
-	closed atomic.Bool
-	mu     sync.Mutex
+	rd       sse.Reader
+	closed   atomic.Bool
+	mu       sync.Mutex
 	// buf and data are rd's first read and event buffers (a typical chunk
 	// fits), in the same allocation.
 	buf  [512]byte

@@ -367,9 +367,9 @@ func (r *Router) awaitFirst(x *pipeline.Exchange, d *Deployment, resp *provider.
 			continue
 		}
 		s.disarm()
-		if bounded != nil {
-			bounded.FirstTokenArrived()
-		}
+		// The stream's own deadline is set on the next wait for the
+		// upstream, after the first byte has gone out.
+		s.bounded = bounded
 		s.first, s.hasFirst = ev, true
 		break
 	}
@@ -445,6 +445,9 @@ type watched struct {
 	hasFirst bool
 	idle     time.Duration
 	timer    *time.Timer // the time-to-first-token deadline (awaitFirst)
+	// bounded: the inner stream's connection still has the first-token
+	// deadline, to be moved on before the next wait for the upstream.
+	bounded provider.FirstTokenBounded
 	fired    atomic.Bool
 	// idle watchdog: waiting is when the current wait began (monotonic
 	// nanoseconds since epoch), 0 when not waiting.
@@ -502,6 +505,10 @@ func (s *watched) disarm() {
 
 // beginWait starts the idle deadline of one wait for the upstream.
 func (s *watched) beginWait() {
+	if s.bounded != nil {
+		s.bounded.FirstTokenArrived()
+		s.bounded = nil
+	}
 	if s.idle <= 0 {
 		return
 	}

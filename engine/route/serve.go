@@ -448,7 +448,7 @@ type watched struct {
 	// bounded: the inner stream's connection still has the first-token
 	// deadline, to be moved on before the next wait for the upstream.
 	bounded provider.FirstTokenBounded
-	fired    atomic.Bool
+	fired   atomic.Bool
 	// idle watchdog: waiting is when the current wait began (monotonic
 	// nanoseconds since epoch), 0 when not waiting.
 	idleTimer *time.Timer

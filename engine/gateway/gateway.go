@@ -312,6 +312,10 @@ func (rt *Runtime) GroupPrice(group string) (pricing.Price, bool) {
 	return p, true
 }
 
+// CloseIdleConnections closes the runtime's idle upstream connections
+// (the server sheds them when it runs out of file descriptors).
+func (rt *Runtime) CloseIdleConnections() { rt.client.CloseIdleConnections() }
+
 func (rt *Runtime) cleanup() {
 	rt.cleanOnce.Do(func() {
 		for _, p := range rt.providers {

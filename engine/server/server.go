@@ -183,6 +183,7 @@ func (z zapPrintf) Printf(format string, args ...any) { z.l.Sugar().Debugf(forma
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	ln = &patientListener{Listener: ln, log: s.log, shed: func() { s.holder.Current().CloseIdleConnections() }}
 	if s.settings.TLSCertFile != "" {
 		return s.srv.ServeTLS(ln, s.settings.TLSCertFile, s.settings.TLSKeyFile)
 	}

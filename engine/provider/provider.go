@@ -125,6 +125,7 @@ type Response struct {
 	Usage    llm.Tokens
 	HasUsage bool
 	release  func()
+	buf      *[]byte // Body's pooled buffer (client.go)
 }
 
 // SetRelease registers what Release frees.
@@ -141,6 +142,13 @@ func (r *Response) Release() {
 	if r.release != nil {
 		r.release()
 		r.release = nil
+	}
+	if r.buf != nil {
+		if cap(*r.buf) <= 1<<20 {
+			*r.buf = (*r.buf)[:0]
+			bodyPool.Put(r.buf)
+		}
+		r.buf, r.Body = nil, nil
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"strconv"
@@ -38,32 +37,24 @@ const maxErrorBody = 64 << 10
 const DialTimeout = 5 * time.Second
 
 // Client is the upstream HTTP client a snapshot shares between its
-// deployments: per upstream host, one pooled fasthttp.HostClient for
-// whole responses and one pool of connections for streams (stream.go).
-//
-// An endpoint finds its host's pools once (its template), where a
-// fasthttp.Client would look the host up on every call, under a lock all
-// calls share.
+// deployments: one pool of HTTP/1.1 connections per upstream host
+// (client.go), which an endpoint finds once (its template).
 type Client struct {
-	// TLSConfig is for https hosts Prepare was not told of (fasthttp then
-	// does the handshake); nil: the defaults.
+	// TLSConfig is for https hosts Prepare was not told of; nil: the
+	// defaults.
 	TLSConfig *tls.Config
 
 	dialer *fasthttp.TCPDialer
-	// hosts: "http://host:port" or "https://host:port" -> *fasthttp.HostClient.
-	hosts sync.Map
-	// streams: the same keys -> *streamHost.
-	streams sync.Map
-	// tls: "host:port" of the https upstreams (Prepare) -> *tls.Config;
-	// their handshake happens in the dial goroutine.
+	// pools: "http://host:port" or "https://host:port" -> *hostPool.
+	pools sync.Map
+	// tls: "host:port" of the https upstreams (Prepare) -> *tls.Config.
 	tls      sync.Map
 	sessions tls.ClientSessionCache
 	// onDial, in tests, sees each connection dialled.
 	onDial func(net.Conn)
 }
 
-// NewClient returns a snapshot's upstream client. Response bodies are
-// buffered unless a call streams.
+// NewClient returns a snapshot's upstream client.
 func NewClient() *Client {
 	return &Client{
 		sessions: tls.NewLRUClientSessionCache(0),
@@ -71,71 +62,12 @@ func NewClient() *Client {
 	}
 }
 
-// host returns the HostClient of addr (host:port), made on first use.
-func (c *Client) host(addr string, isTLS bool) *fasthttp.HostClient {
-	key := "http://" + addr
-	if isTLS {
-		key = "https://" + addr
-	}
-	if v, ok := c.hosts.Load(key); ok {
-		return v.(*fasthttp.HostClient)
-	}
-	hc := &fasthttp.HostClient{
-		Addr:      addr,
-		IsTLS:     isTLS,
-		TLSConfig: c.TLSConfig,
-		Name:      "portcullis",
-		// Every open stream holds a connection: the cap is high, and a
-		// request waits a little for a free connection rather than fail.
-		MaxConns:            1 << 16,
-		MaxConnWaitTimeout:  2 * time.Second,
-		MaxIdleConnDuration: 90 * time.Second,
-		// 4 KiB buffers: an idle stream holds its read buffer for its
-		// whole life (bodies larger than the buffer are written through).
-		ReadBufferSize:      4 << 10,
-		WriteBufferSize:     4 << 10,
-		MaxResponseBodySize: 256 << 20,
-		// Retries are the router's decision, with one exception: a
-		// request that met a closed connection before any response byte
-		// (an upstream that closed an idle keep-alive connection the pool
-		// still held: fasthttp does not probe pooled connections) is sent
-		// once more, on another connection. The upstream never answered
-		// it, and counting it as a failed attempt would cool a healthy
-		// deployment down.
-		MaxIdemponentCallAttempts: 2,
-		RetryIfErr: func(_ *fasthttp.Request, attempts int, err error) (bool, bool) {
-			return false, attempts == 1 && closedBeforeResponse(err)
-		},
-		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			var cfg *tls.Config
-			if v, ok := c.tls.Load(addr); ok {
-				cfg = v.(*tls.Config)
-			}
-			return c.dialWith(addr, timeout, cfg)
-		},
-	}
-	v, _ := c.hosts.LoadOrStore(key, hc)
-	return v.(*fasthttp.HostClient)
-}
-
 // CloseIdleConnections closes every host's idle connections.
 func (c *Client) CloseIdleConnections() {
-	c.hosts.Range(func(_, v any) bool {
-		v.(*fasthttp.HostClient).CloseIdleConnections()
+	c.pools.Range(func(_, v any) bool {
+		v.(*hostPool).closeIdle()
 		return true
 	})
-	c.streams.Range(func(_, v any) bool {
-		v.(*streamHost).closeIdle()
-		return true
-	})
-}
-
-// closedBeforeResponse reports an upstream connection closed before the
-// first byte of the response: a plain EOF (a connection cut later, in the
-// headers or the body, is io.ErrUnexpectedEOF and is not retried: the
-// upstream may have done the work).
-func closedBeforeResponse(err error) bool {
-	return err == io.EOF || errors.Is(err, fasthttp.ErrConnectionClosed)
 }
 
 // Prepare tells the client that base (a deployment's API base URL) is
@@ -225,16 +157,12 @@ type Endpoint struct {
 	tmpl atomic.Pointer[endpointTemplate]
 }
 
-// endpointTemplate holds an endpoint's request shapes, which a call copies
-// instead of parsing the URL and setting each header again (a whole
-// response: a fasthttp.Request; a stream: its head's bytes), and its
-// host's pools.
+// endpointTemplate holds what every call to an endpoint starts from: its
+// request heads, serialised once (client.go), and its host's pool.
 type endpointTemplate struct {
-	json fasthttp.Request
-	hc   *fasthttp.HostClient
-	sr   *streamRequest
-	sh   *streamHost
-	err  error // the URL cannot be called
+	json, sse *requestHead
+	pool      *hostPool
+	err       error // the URL cannot be called
 }
 
 func (ep *Endpoint) template() *endpointTemplate {
@@ -242,33 +170,30 @@ func (ep *Endpoint) template() *endpointTemplate {
 		return t
 	}
 	t := &endpointTemplate{}
-	t.json.SetRequestURI(ep.URL)
-	t.json.Header.SetMethod(fasthttp.MethodPost)
-	t.json.Header.SetContentType("application/json")
-	for _, h := range ep.Headers {
-		t.json.Header.Set(h[0], h[1])
-	}
-	t.json.Header.Set("Accept", "application/json")
-	// Parsed here, before the template is shared: copies only read it.
-	u := t.json.URI()
+	var u fasthttp.URI
+	err := u.Parse(nil, []byte(ep.URL))
 	isTLS := string(u.Scheme()) == "https"
-	if s := string(u.Scheme()); s != "http" && !isTLS {
+	switch s := string(u.Scheme()); {
+	case err != nil:
+		t.err = err
+	case s != "http" && !isTLS:
 		t.err = fmt.Errorf("unsupported protocol %q: http and https are supported", s)
 	}
-	addr := fasthttp.AddMissingPort(string(u.Host()), isTLS)
-	t.hc = ep.Client.host(addr, isTLS)
-	var err error
-	if t.sr, err = newStreamRequest(u, ep.Headers); err != nil && t.err == nil {
-		t.err = err
+	if t.err == nil {
+		if t.json, err = newRequestHead(&u, ep.Headers, "application/json"); err != nil {
+			t.err = err
+		}
+		t.sse, _ = newRequestHead(&u, ep.Headers, "text/event-stream")
 	}
+	addr := fasthttp.AddMissingPort(string(u.Host()), isTLS)
 	host, _, _ := net.SplitHostPort(addr)
-	t.sh = ep.Client.streamHost(addr, host, isTLS)
+	t.pool = ep.Client.pool(addr, host, isTLS)
 	ep.tmpl.CompareAndSwap(nil, t)
 	return ep.tmpl.Load()
 }
 
 // Do sends body and returns the response in dialect d. extra headers are
-// added after the endpoint's own.
+// added after the endpoint's own (Accept excepted: the dialect decides).
 func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Dialect, extra ...[2]string) (*Response, error) {
 	telemetry.Mark(telemetry.MarkUpstreamCall)
 	t := ep.template()
@@ -282,56 +207,11 @@ func (ep *Endpoint) Do(ctx context.Context, r *Request, body []byte, d llm.Diale
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	if r.Stream {
-		headerDeadline := deadline
-		if !r.HeaderDeadline.IsZero() && r.HeaderDeadline.Before(deadline) {
-			headerDeadline = r.HeaderDeadline
-		}
-		return ep.doStream(t, r, body, d, extra, headerDeadline, deadline)
+	headerDeadline := deadline
+	if r.Stream && !r.HeaderDeadline.IsZero() && r.HeaderDeadline.Before(deadline) {
+		headerDeadline = r.HeaderDeadline
 	}
-	req := fasthttp.AcquireRequest()
-	t.json.CopyTo(req)
-	for _, h := range extra {
-		req.Header.Set(h[0], h[1])
-		if strings.EqualFold(h[0], "accept") {
-			// The dialect decides what is accepted.
-			req.Header.Set("Accept", "application/json")
-		}
-	}
-	for _, name := range r.RemoveHeaders {
-		if !Protected(name) {
-			req.Header.Del(name)
-		}
-	}
-	for _, h := range r.SetHeaders {
-		if !Protected(h[0]) {
-			req.Header.Set(h[0], h[1])
-		}
-	}
-	req.SetBodyRaw(body)
-
-	resp := fasthttp.AcquireResponse()
-	err := t.hc.DoDeadline(req, resp, deadline)
-	telemetry.Mark(telemetry.MarkUpstreamHead)
-	fasthttp.ReleaseRequest(req)
-	if err != nil {
-		fasthttp.ReleaseResponse(resp)
-		return nil, ep.transportError(err)
-	}
-	status := resp.StatusCode()
-	if status < 200 || status > 299 {
-		eb := resp.Body()
-		if len(eb) > maxErrorBody {
-			eb = eb[:maxErrorBody]
-		}
-		e := ep.UpstreamError(status, eb, resp.Header.Peek("Retry-After"))
-		fasthttp.ReleaseResponse(resp)
-		return nil, e
-	}
-	out := &Response{Dialect: d, Status: status}
-	out.Body = resp.Body()
-	out.release = func() { fasthttp.ReleaseResponse(resp) }
-	return out, nil
+	return ep.call(t, r, body, d, extra, headerDeadline, deadline)
 }
 
 func (ep *Endpoint) transportError(err error) *errs.Error {

@@ -50,8 +50,7 @@ func trust(srv *httptest.Server) *x509.CertPool {
 
 // An https upstream that Prepare announced is dialled with the TLS
 // handshake in the dial goroutine (the connection dialled is our
-// *tls.Conn, which fasthttp does not wrap again); JSON and streams work,
-// each on one connection.
+// *tls.Conn); a whole response and a stream work, on one connection.
 func TestHTTPSUpstreamHandshakeInDialGoroutine(t *testing.T) {
 	srv := tlsUpstream(t)
 	c := NewClient()
@@ -99,8 +98,8 @@ func TestHTTPSUpstreamHandshakeInDialGoroutine(t *testing.T) {
 	if strings.Join(got, " ") != `{"n":0} {"n":1} {"n":2} [DONE]` {
 		t.Fatalf("events %q", got)
 	}
-	if len(dialled) != 2 {
-		t.Fatalf("%d connections dialled, want 2", len(dialled))
+	if len(dialled) != 1 {
+		t.Fatalf("%d connections dialled, want 1 (the stream reuses the first call's)", len(dialled))
 	}
 	for _, conn := range dialled {
 		if _, ok := conn.(*tls.Conn); !ok {
@@ -110,8 +109,7 @@ func TestHTTPSUpstreamHandshakeInDialGoroutine(t *testing.T) {
 }
 
 // An https upstream Prepare was not told of is still served, with
-// Client.TLSConfig: fasthttp does the handshake of a whole response's
-// call, the stream pool its own.
+// Client.TLSConfig.
 func TestHTTPSUpstreamWithoutPrepare(t *testing.T) {
 	srv := tlsUpstream(t)
 	c := NewClient()
@@ -150,7 +148,7 @@ func TestHTTPSUpstreamUntrusted(t *testing.T) {
 			t.Fatalf("stream %v: err = %v, want a certificate error", stream, err)
 		}
 	}
-	if n := ep.template().sh.open.Load(); n != 0 {
+	if n := ep.template().pool.open.Load(); n != 0 {
 		t.Fatalf("%d stream connections open, want 0", n)
 	}
 }

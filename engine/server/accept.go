@@ -5,8 +5,6 @@ import (
 	"net"
 	"syscall"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // patientListener keeps accepting through a shortage of file descriptors.
@@ -22,8 +20,8 @@ import (
 // skipped.
 type patientListener struct {
 	net.Listener
-	log  *zap.Logger
-	shed func() // frees descriptors
+	shed func()      // frees descriptors
+	warn func(error) // logs the shortage (at most once per 10 s)
 }
 
 func (l *patientListener) Accept() (net.Conn, error) {
@@ -42,7 +40,7 @@ func (l *patientListener) Accept() (net.Conn, error) {
 		l.shed()
 		if time.Since(logged) > 10*time.Second {
 			logged = time.Now()
-			l.log.Warn("out of file descriptors: new connections wait; idle upstream connections closed", zap.Error(err))
+			l.warn(err)
 		}
 		wait = min(max(2*wait, 5*time.Millisecond), time.Second)
 		time.Sleep(wait)

@@ -6,8 +6,6 @@ import (
 	"os"
 	"syscall"
 	"testing"
-
-	"go.uber.org/zap"
 )
 
 // scriptedListener returns its errors, in order, then a connection.
@@ -34,18 +32,18 @@ func TestAcceptSurvivesDescriptorExhaustion(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	emfile := &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
-	shed := 0
+	shed, warned := 0, 0
 	l := &patientListener{
 		Listener: &scriptedListener{errs: []error{emfile, os.NewSyscallError("accept4", syscall.ENFILE), syscall.ECONNABORTED, emfile}, conn: a},
-		log:      zap.NewNop(),
 		shed:     func() { shed++ },
+		warn:     func(error) { warned++ },
 	}
 	c, err := l.Accept()
 	if err != nil || c != a {
 		t.Fatalf("Accept = %v, %v; want the connection after the shortage", c, err)
 	}
-	if shed != 3 {
-		t.Fatalf("idle connections shed %d times, want 3 (once per descriptor error)", shed)
+	if shed != 3 || warned != 1 {
+		t.Fatalf("idle connections shed %d times, warned %d; want 3 (once per descriptor error), 1", shed, warned)
 	}
 	closed := errors.New("use of closed network connection")
 	l.Listener = &scriptedListener{errs: []error{closed}}

@@ -183,7 +183,12 @@ func (z zapPrintf) Printf(format string, args ...any) { z.l.Sugar().Debugf(forma
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	ln = &patientListener{Listener: ln, log: s.log, shed: func() { s.holder.Current().CloseIdleConnections() }}
+	ln = &patientListener{Listener: ln,
+		shed: func() { s.holder.Current().CloseIdleConnections() },
+		warn: func(err error) {
+			s.log.Warn("out of file descriptors: new connections wait; idle upstream connections closed", zap.Error(err))
+		},
+	}
 	if s.settings.TLSCertFile != "" {
 		return s.srv.ServeTLS(ln, s.settings.TLSCertFile, s.settings.TLSKeyFile)
 	}

@@ -105,9 +105,9 @@ func chunk(s string) string { return strconv.FormatInt(int64(len(s)), 16) + "\r\
 
 const sseHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
 
-// Every framing of a response body is read to its end; a connection
-// whose body ended cleanly serves the next call, one whose body ends with
-// the connection does not.
+// Every framing of a response body is read to its end, as a stream and as
+// a whole response; a connection whose body ended cleanly serves the next
+// call, one whose body ends with the connection does not.
 func TestStreamBodyFramings(t *testing.T) {
 	body := "data: {\"n\":0}\n\ndata: [DONE]\n\n"
 	for _, tc := range []struct {
@@ -127,6 +127,15 @@ func TestStreamBodyFramings(t *testing.T) {
 			})
 			ep := streamEndpoint(addr)
 			for i := 0; i < 3; i++ {
+				if i == 1 {
+					// A whole response: the same bytes, read as one body.
+					resp, err := ep.Do(context.Background(), &Request{Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
+					if err != nil || string(resp.Body) != body {
+						t.Fatalf("whole response: %v, %q", err, body)
+					}
+					resp.Release()
+					continue
+				}
 				resp, err := streamCall(ep, &Request{})
 				if err != nil {
 					t.Fatalf("call %d: %v", i, err)
@@ -144,7 +153,7 @@ func TestStreamBodyFramings(t *testing.T) {
 			if n := conns.Load(); n != want {
 				t.Fatalf("%d connections for %d requests, want %d", n, requests.Load(), want)
 			}
-			sh := ep.template().sh
+			sh := ep.template().pool
 			if n := sh.open.Load(); n != int64(want%3) {
 				t.Fatalf("%d connections open, want %d", n, want%3)
 			}
@@ -179,7 +188,7 @@ func TestStreamClosedEarlyIsNotReused(t *testing.T) {
 	if n := conns.Load(); n != 2 {
 		t.Fatalf("%d connections, want 2", n)
 	}
-	if n := ep.template().sh.open.Load(); n != 0 {
+	if n := ep.template().pool.open.Load(); n != 0 {
 		t.Fatalf("%d connections open, want 0", n)
 	}
 }
@@ -375,9 +384,9 @@ func TestStreamCloseUnblocksNext(t *testing.T) {
 	}
 	// Close counts the connection out after closing it, which is what
 	// woke Next.
-	for i := 0; ep.template().sh.open.Load() != 0; i++ {
+	for i := 0; ep.template().pool.open.Load() != 0; i++ {
 		if i == 100 {
-			t.Fatalf("%d connections open, want 0", ep.template().sh.open.Load())
+			t.Fatalf("%d connections open, want 0", ep.template().pool.open.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -405,24 +414,24 @@ func TestStreamHeaderInjectionRefused(t *testing.T) {
 }
 
 // Idle connections expire: the pool hands out none older than
-// streamIdleMax, and the sweep closes them.
+// idleMax, and the sweep closes them.
 func TestStreamIdleConnectionsExpire(t *testing.T) {
-	h := &streamHost{}
-	pipe := func() *streamConn {
+	h := &hostPool{}
+	pipe := func() *hostConn {
 		a, b := net.Pipe()
 		t.Cleanup(func() { b.Close() })
 		h.open.Add(1)
-		return &streamConn{Conn: a}
+		return &hostConn{Conn: a}
 	}
 	old, recent := pipe(), pipe()
 	h.put(old)
 	h.put(recent)
-	old.idleSince = time.Now().Add(-streamIdleMax - time.Second)
+	old.idleSince = time.Now().Add(-idleMax - time.Second)
 	h.sweep()
 	if len(h.idle) != 1 || h.idle[0] != recent || h.open.Load() != 1 {
 		t.Fatalf("after sweep: %d idle, %d open", len(h.idle), h.open.Load())
 	}
-	recent.idleSince = time.Now().Add(-streamIdleMax)
+	recent.idleSince = time.Now().Add(-idleMax)
 	if sc := h.get(); sc != nil {
 		t.Fatal("get returned an expired connection")
 	}
@@ -436,12 +445,25 @@ func TestStreamIdleConnectionsExpire(t *testing.T) {
 	}
 }
 
+// A whole response over 256 MiB is refused as the upstream's protocol
+// error, before it is read.
+func TestWholeResponseTooLarge(t *testing.T) {
+	addr, _, _ := rawUpstream(t, func(int, *http.Request) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 300000000\r\n\r\n{", false
+	})
+	_, err := streamEndpoint(addr).Do(context.Background(), &Request{Deadline: time.Now().Add(5 * time.Second)}, []byte(`{}`), llm.OpenAIChat)
+	var e *errs.Error
+	if !errors.As(err, &e) || e.Status != 502 || e.Code != errs.CodeUpstreamProtocol || !strings.Contains(e.Message, "over 256 MiB") {
+		t.Fatalf("err = %#v", err)
+	}
+}
+
 // At the per-host cap a stream call fails at once as the gateway's own
 // shortage (503), not as the upstream's fault.
 func TestStreamConnectionCap(t *testing.T) {
 	addr, _, requests := rawUpstream(t, func(int, *http.Request) (string, bool) { return "", false })
 	ep := streamEndpoint(addr)
-	ep.template().sh.open.Store(streamConnsMax)
+	ep.template().pool.open.Store(maxHostConns)
 	_, err := streamCall(ep, &Request{})
 	var e *errs.Error
 	if !errors.As(err, &e) || e.Status != 503 || e.Code != errs.CodeUnavailable || e.Fallback {
@@ -470,7 +492,7 @@ func FuzzStreamResponse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		br := bufio.NewReaderSize(bytes.NewReader(raw), streamReadBuf)
+		br := bufio.NewReaderSize(bytes.NewReader(raw), connReadBuf)
 		var rh respHead
 		if err := rh.read(br); err != nil {
 			return

@@ -25,37 +25,41 @@ import (
 	"github.com/portcullis/portcullis/engine/telemetry"
 )
 
-// Streamed calls have a client of their own: a plain HTTP/1.1 exchange on
-// a pooled connection. The request head is built from bytes the endpoint
-// serialised once (request line, host, fixed headers) and goes out with
-// the body in one write; the response head is read line by line for the
-// four headers that matter (status, framing, Connection, Retry-After); the
-// body is de-chunked by net/http/httputil's chunked reader straight into
-// the SSE reader. fasthttp's HostClient, which non-streamed calls keep,
-// does much more per call (a Request copied from the template, a general
-// header parser, a body stream with a lock and a few allocations per
-// read), and on a stream's first byte that showed: with cold caches, as
-// in bench (c), a stream's first byte came about 20 µs sooner this way
-// (BenchmarkStreamFirstByteAdded/cold, send to first byte, against the
-// bare hop). It is also what lets a stream move from its header deadline
-// to its own deadline without a table of connections.
+// The upstream client: a plain HTTP/1.1 exchange on a pooled connection.
+// The request head is built from bytes the endpoint serialised once
+// (request line, host, fixed headers) and goes out with the body in one
+// write; the response head is read line by line for what the gateway
+// needs (status, framing, Connection, Retry-After); the body is de-chunked
+// by net/http/httputil's chunked reader, straight into the SSE reader of a
+// stream or into a pooled buffer for a whole response.
+//
+// fasthttp's HostClient, which this replaced, does much more per call (a
+// Request copied from a template, a general header parser, a body stream
+// with a lock and a few allocations per read). With cold caches, as in
+// bench (c), a stream's first byte came about 35 µs sooner from the
+// client's send this way (BenchmarkStreamFirstByteAdded/cold, against the
+// bare hop, which keeps fasthttp's client). Owning the connection is also
+// what lets a stream keep its header deadline until the first token and
+// then move to its own, without a table of connections.
 //
 // What it does as fasthttp did: one pool per host, most recently used
 // connection first, idle connections closed after 90 s; at most 65,536
 // connections per host; an https upstream's handshake in the dial
 // goroutine; a request that met a pooled connection the upstream had
-// closed before any response byte is sent once more on a new connection.
+// closed before any response byte is sent once more on a new connection;
+// whole response bodies up to 256 MiB. FuzzStreamResponse holds its
+// reading of heads and bodies to net/http's.
 
 const (
-	// streamIdleMax is how long an idle connection is kept.
-	streamIdleMax = 90 * time.Second
-	// streamConnsMax bounds one host's connections (each open stream
+	// idleMax is how long an idle connection is kept.
+	idleMax = 90 * time.Second
+	// maxHostConns bounds one host's connections (each open stream
 	// holds one).
-	streamConnsMax = 1 << 16
-	// streamReadBuf is a connection's read buffer. An idle stream holds
+	maxHostConns = 1 << 16
+	// connReadBuf is a connection's read buffer. An idle stream holds
 	// it for its whole life; a longer line than this in a response head is
 	// an error (fasthttp's limit was its 4 KiB buffer for the whole head).
-	streamReadBuf = 4 << 10
+	connReadBuf = 4 << 10
 	// maxHead bounds a response head (status line and headers).
 	maxHead = 64 << 10
 	// inlineBody is the largest body written in the same buffer as the
@@ -63,42 +67,41 @@ const (
 	inlineBody = 32 << 10
 )
 
-// streamHost is one upstream host's connections for streamed calls.
-type streamHost struct {
+// hostPool is one upstream host's connections.
+type hostPool struct {
 	c    *Client
 	addr string      // host:port dialled
 	tls  *tls.Config // nil: plain http
 
 	mu       sync.Mutex
-	idle     []*streamConn // least recently used first
-	sweeping bool          // a sweep of expired idle connections is due
+	idle     []*hostConn // least recently used first
+	sweeping bool        // a sweep of expired idle connections is due
 	open     atomic.Int64
 }
 
-// streamConn is one connection and its read buffer.
-type streamConn struct {
+// hostConn is one connection and its read buffer.
+type hostConn struct {
 	net.Conn
 	br        *bufio.Reader
 	idleSince time.Time
 	reused    bool // taken from the pool (it may have been closed by the upstream)
 }
 
-// streamHost returns addr's pool of streaming connections, made on first
-// use.
-func (c *Client) streamHost(addr, host string, isTLS bool) *streamHost {
+// pool returns addr's pool of connections, made on first use.
+func (c *Client) pool(addr, host string, isTLS bool) *hostPool {
 	key := "http://" + addr
 	if isTLS {
 		key = "https://" + addr
 	}
-	if v, ok := c.streams.Load(key); ok {
-		return v.(*streamHost)
+	if v, ok := c.pools.Load(key); ok {
+		return v.(*hostPool)
 	}
-	h := &streamHost{c: c, addr: addr}
+	h := &hostPool{c: c, addr: addr}
 	if isTLS {
 		h.tls = c.tlsFor(addr, host)
 	}
-	v, _ := c.streams.LoadOrStore(key, h)
-	return v.(*streamHost)
+	v, _ := c.pools.LoadOrStore(key, h)
+	return v.(*hostPool)
 }
 
 // tlsFor is the TLS configuration of an https host: Prepare's, or one made
@@ -122,7 +125,7 @@ func (c *Client) tlsFor(addr, host string) *tls.Config {
 }
 
 // get returns the most recently used idle connection, or nil.
-func (h *streamHost) get() *streamConn {
+func (h *hostPool) get() *hostConn {
 	h.mu.Lock()
 	n := len(h.idle)
 	if n == 0 {
@@ -130,7 +133,7 @@ func (h *streamHost) get() *streamConn {
 		return nil
 	}
 	sc := h.idle[n-1]
-	if time.Since(sc.idleSince) >= streamIdleMax {
+	if time.Since(sc.idleSince) >= idleMax {
 		// The most recent has expired, so have all the others.
 		old := h.idle
 		h.idle = nil
@@ -148,7 +151,7 @@ func (h *streamHost) get() *streamConn {
 }
 
 // put keeps sc for the next call.
-func (h *streamHost) put(sc *streamConn) {
+func (h *hostPool) put(sc *hostConn) {
 	_ = sc.SetDeadline(time.Time{})
 	sc.idleSince = time.Now()
 	h.mu.Lock()
@@ -157,19 +160,19 @@ func (h *streamHost) put(sc *streamConn) {
 	h.sweeping = true
 	h.mu.Unlock()
 	if sweep {
-		time.AfterFunc(streamIdleMax/4, h.sweep)
+		time.AfterFunc(idleMax/4, h.sweep)
 	}
 }
 
 // sweep closes the idle connections that have expired, and runs again
 // while any are left.
-func (h *streamHost) sweep() {
+func (h *hostPool) sweep() {
 	h.mu.Lock()
 	n := 0
-	for n < len(h.idle) && time.Since(h.idle[n].idleSince) >= streamIdleMax {
+	for n < len(h.idle) && time.Since(h.idle[n].idleSince) >= idleMax {
 		n++
 	}
-	expired := append([]*streamConn(nil), h.idle[:n]...)
+	expired := append([]*hostConn(nil), h.idle[:n]...)
 	h.idle = append(h.idle[:0], h.idle[n:]...)
 	again := len(h.idle) > 0
 	h.sweeping = again
@@ -178,12 +181,12 @@ func (h *streamHost) sweep() {
 		h.discard(sc)
 	}
 	if again {
-		time.AfterFunc(streamIdleMax/4, h.sweep)
+		time.AfterFunc(idleMax/4, h.sweep)
 	}
 }
 
 // closeIdle closes every idle connection.
-func (h *streamHost) closeIdle() {
+func (h *hostPool) closeIdle() {
 	h.mu.Lock()
 	old := h.idle
 	h.idle = nil
@@ -193,18 +196,18 @@ func (h *streamHost) closeIdle() {
 	}
 }
 
-func (h *streamHost) discard(sc *streamConn) {
+func (h *hostPool) discard(sc *hostConn) {
 	_ = sc.Close()
 	h.open.Add(-1)
 }
 
 // dial opens a new connection, within the host's cap.
-func (h *streamHost) dial(deadline time.Time) (*streamConn, error) {
+func (h *hostPool) dial(deadline time.Time) (*hostConn, error) {
 	timeout := time.Until(deadline)
 	if timeout <= 0 {
 		return nil, fasthttp.ErrTimeout
 	}
-	if h.open.Add(1) > streamConnsMax {
+	if h.open.Add(1) > maxHostConns {
 		h.open.Add(-1)
 		return nil, fasthttp.ErrNoFreeConns
 	}
@@ -213,22 +216,23 @@ func (h *streamHost) dial(deadline time.Time) (*streamConn, error) {
 		h.open.Add(-1)
 		return nil, err
 	}
-	return &streamConn{Conn: conn, br: bufio.NewReaderSize(conn, streamReadBuf)}, nil
+	return &hostConn{Conn: conn, br: bufio.NewReaderSize(conn, connReadBuf)}, nil
 }
 
-// streamRequest is an endpoint's streamed request as bytes: the request
-// line, Host and the fixed headers (fields), serialised once (head,
-// without the Content-Length and the blank line that end it).
-type streamRequest struct {
+// requestHead is an endpoint's request as bytes: the request line, Host
+// and the fixed headers (fields), serialised once (head, without the
+// Content-Length and the blank line that end it).
+type requestHead struct {
 	line   string      // "POST /path HTTP/1.1\r\n"
 	fields [][2]string // Host first
 	head   []byte
 }
 
-// newStreamRequest serialises an endpoint's streamed request: the same
-// headers its fasthttp template carries, in the same order.
-func newStreamRequest(u *fasthttp.URI, headers [][2]string) (*streamRequest, error) {
-	sr := &streamRequest{line: "POST " + string(u.RequestURI()) + " HTTP/1.1\r\n"}
+// newRequestHead serialises an endpoint's request: Host, User-Agent,
+// Content-Type, the endpoint's headers (Set semantics: a later one of the
+// same name replaces an earlier one), then Accept.
+func newRequestHead(u *fasthttp.URI, headers [][2]string, accept string) (*requestHead, error) {
+	sr := &requestHead{line: "POST " + string(u.RequestURI()) + " HTTP/1.1\r\n"}
 	sr.fields = setField(sr.fields, "Host", string(u.Host()))
 	sr.fields = setField(sr.fields, "User-Agent", "portcullis")
 	sr.fields = setField(sr.fields, "Content-Type", "application/json")
@@ -243,7 +247,7 @@ func newStreamRequest(u *fasthttp.URI, headers [][2]string) (*streamRequest, err
 		}
 		sr.fields = setField(sr.fields, h[0], h[1])
 	}
-	sr.fields = setField(sr.fields, "Accept", "text/event-stream")
+	sr.fields = setField(sr.fields, "Accept", accept)
 	sr.head = appendFields([]byte(sr.line), sr.fields)
 	return sr, nil
 }
@@ -305,7 +309,7 @@ func validField(name, v string) bool {
 // serialised head when nothing changes its fields, else its fields with
 // extra set, then r's removals and settings (neither on protected
 // headers), then Content-Length and the blank line.
-func (sr *streamRequest) appendHead(b []byte, r *Request, extra [][2]string, n int) ([]byte, error) {
+func (sr *requestHead) appendHead(b []byte, r *Request, extra [][2]string, n int) ([]byte, error) {
 	simple := len(r.RemoveHeaders) == 0 && len(r.SetHeaders) == 0
 	for _, h := range extra {
 		if !simple {
@@ -359,13 +363,66 @@ func (sr *streamRequest) appendHead(b []byte, r *Request, extra [][2]string, n i
 
 var headPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
-// doStream makes a streamed call on t's host: the request is written, the
-// response head read under headerDeadline; a 2xx answer becomes a stream
-// under deadline, another an upstream error.
-func (ep *Endpoint) doStream(t *endpointTemplate, r *Request, body []byte, d llm.Dialect, extra [][2]string,
+// call makes one call on t's host: the request is written and the
+// response head read under headerDeadline; a 2xx answer to a stream
+// becomes a stream under deadline, to anything else a body read whole; any
+// other status, an upstream error.
+func (ep *Endpoint) call(t *endpointTemplate, r *Request, body []byte, d llm.Dialect, extra [][2]string,
 	headerDeadline, deadline time.Time) (*Response, error) {
+	rq := t.json
+	if r.Stream {
+		rq = t.sse
+	}
+	var rh respHead
+	sc, err := ep.roundTrip(t.pool, rq, r, body, extra, headerDeadline, &rh)
+	telemetry.Mark(telemetry.MarkUpstreamHead)
+	if err != nil {
+		return nil, err
+	}
+	if headerDeadline != deadline && (!r.Stream || rh.status < 200 || rh.status > 299) {
+		_ = sc.SetReadDeadline(deadline)
+	}
+	if rh.status < 200 || rh.status > 299 {
+		var b bodyReader
+		keep := b.frame(sc, &rh)
+		eb, _ := io.ReadAll(io.LimitReader(&b, maxErrorBody))
+		t.pool.release(sc, &b, keep)
+		return nil, ep.UpstreamError(rh.status, eb, rh.retryAfter)
+	}
+	if !r.Stream {
+		var b bodyReader
+		keep := b.frame(sc, &rh)
+		bp, err := b.readAll()
+		t.pool.release(sc, &b, keep)
+		if err != nil {
+			if errors.Is(err, errBodyTooLarge) {
+				return nil, errs.New(502, errs.CodeUpstreamProtocol, ep.Provider+": "+err.Error())
+			}
+			return nil, ep.transportError(err)
+		}
+		return &Response{Dialect: d, Status: rh.status, Body: *bp, buf: bp}, nil
+	}
+	st := &httpStream{h: t.pool, sc: sc, ep: ep}
+	st.keep = st.body.frame(sc, &rh)
+	if headerDeadline != deadline {
+		// The header deadline bounds the first token too, until
+		// FirstTokenArrived moves the connection to the call's own.
+		st.deadline = deadline
+	}
+	st.rd.Init(&st.body, 0, st.buf[:], st.data[:])
+	st.out = Response{Dialect: d, Status: rh.status, Stream: st}
+	return &st.out, nil
+}
+
+// roundTrip writes the request (rq's head for r with extra, and body) on
+// one of p's connections, idle or new, and reads the response head into
+// rh, under headerDeadline. A pooled connection the upstream had closed
+// while idle (the request never reached it) costs one more try, on a new
+// connection.
+func (ep *Endpoint) roundTrip(p *hostPool, rq *requestHead, r *Request, body []byte, extra [][2]string,
+	headerDeadline time.Time, rh *respHead) (*hostConn, error) {
 	bp := headPool.Get().(*[]byte)
-	head, err := t.sr.appendHead((*bp)[:0], r, extra, len(body))
+	head, err := rq.appendHead((*bp)[:0], r, extra, len(body))
 	if err != nil {
 		headPool.Put(bp)
 		return nil, errs.New(500, errs.CodeInternal, ep.Provider+": "+err.Error())
@@ -374,16 +431,14 @@ func (ep *Endpoint) doStream(t *endpointTemplate, r *Request, body []byte, d llm
 	if inline {
 		head = append(head, body...)
 	}
-	h := t.sh
-	var sc *streamConn
-	var rh respHead
+	var sc *hostConn
 	for attempt := 0; ; attempt++ {
 		sc = nil
 		if attempt == 0 {
-			sc = h.get()
+			sc = p.get()
 		}
 		if sc == nil {
-			if sc, err = h.dial(headerDeadline); err != nil {
+			if sc, err = p.dial(headerDeadline); err != nil {
 				break
 			}
 		}
@@ -395,15 +450,12 @@ func (ep *Endpoint) doStream(t *endpointTemplate, r *Request, body []byte, d llm
 		if err == nil {
 			break
 		}
-		h.discard(sc)
+		p.discard(sc)
 		sc = nil
-		// A pooled connection the upstream closed while idle: the
-		// request never reached it, and goes out once more on a new one.
 		if attempt > 0 || !staleConn(err) {
 			break
 		}
 	}
-	telemetry.Mark(telemetry.MarkUpstreamHead)
 	if cap(head) <= 64<<10 {
 		*bp = head[:0]
 		headPool.Put(bp)
@@ -411,38 +463,22 @@ func (ep *Endpoint) doStream(t *endpointTemplate, r *Request, body []byte, d llm
 	if err != nil {
 		return nil, ep.transportError(err)
 	}
-	st := &httpStream{h: h, sc: sc, ep: ep, keep: !rh.close}
-	st.body = bodyReader{br: sc.br, left: rh.length}
-	switch {
-	case rh.noBody:
-		st.body.left = 0
-	case rh.chunked:
-		st.body.chunks = httputil.NewChunkedReader(sc.br)
-	case rh.length < 0:
-		st.keep = false // the body ends with the connection
+	return sc, nil
+}
+
+// release gives sc back to the pool once its response was read to the
+// end and the connection may be kept (keep); it closes it otherwise.
+func (p *hostPool) release(sc *hostConn, b *bodyReader, keep bool) {
+	if keep && b.ended.Load() {
+		p.put(sc)
+	} else {
+		p.discard(sc)
 	}
-	if rh.status < 200 || rh.status > 299 {
-		if headerDeadline != deadline {
-			_ = sc.SetReadDeadline(deadline)
-		}
-		eb, _ := io.ReadAll(io.LimitReader(&st.body, maxErrorBody))
-		e := ep.UpstreamError(rh.status, eb, rh.retryAfter)
-		_ = st.Close()
-		return nil, e
-	}
-	if headerDeadline != deadline {
-		// The header deadline bounds the first token too, until
-		// FirstTokenArrived moves the connection to the call's own.
-		st.deadline = deadline
-	}
-	st.rd.Init(&st.body, 0, st.buf[:], st.data[:])
-	st.out = Response{Dialect: d, Status: rh.status, Stream: st}
-	return &st.out, nil
 }
 
 // send writes the request: head (with the body in it when inline), else
 // head and body in one vectored write.
-func (sc *streamConn) send(head, body []byte, inline bool) error {
+func (sc *hostConn) send(head, body []byte, inline bool) error {
 	if inline {
 		_, err := sc.Write(head)
 		return err
@@ -604,6 +640,62 @@ type bodyReader struct {
 	err   error
 }
 
+// frame readies b to read the body rh frames on sc and reports whether the
+// connection may serve another call after it (the body has an end of its
+// own, and neither side asked to close).
+func (b *bodyReader) frame(sc *hostConn, rh *respHead) bool {
+	b.br, b.left = sc.br, rh.length
+	switch {
+	case rh.noBody:
+		b.left = 0
+	case rh.chunked:
+		b.chunks = httputil.NewChunkedReader(sc.br)
+	case rh.length < 0:
+		return false // the body ends with the connection
+	}
+	return !rh.close
+}
+
+// maxBody bounds a whole response body.
+const maxBody = 256 << 20
+
+var errBodyTooLarge = errors.New("upstream response body over 256 MiB")
+
+// bodyPool holds the buffers whole response bodies are read into
+// (Response.Release puts them back).
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// readAll reads the whole body into a pooled buffer.
+func (b *bodyReader) readAll() (*[]byte, error) {
+	bp := bodyPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	if b.left > maxBody {
+		return bp, errBodyTooLarge
+	}
+	if b.left > int64(cap(buf)) {
+		buf = make([]byte, 0, b.left)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) >= maxBody {
+				*bp = buf[:0]
+				return bp, errBodyTooLarge
+			}
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := b.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			*bp = buf
+			return bp, nil
+		}
+		if err != nil {
+			*bp = buf[:0]
+			return bp, err
+		}
+	}
+}
+
 func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
@@ -665,8 +757,8 @@ func (b *bodyReader) trailer() error {
 // memory must outlive both.
 type httpStream struct {
 	out  Response // the call's response, whose Stream this is
-	h    *streamHost
-	sc   *streamConn
+	h    *hostPool
+	sc   *hostConn
 	ep   *Endpoint
 	keep bool // the connection may serve another call once the body ended
 	// deadline is the call's own, for FirstTokenArrived to set (zero: it
@@ -733,11 +825,7 @@ func (s *httpStream) Close() error {
 		return nil
 	}
 	s.closed.Store(true)
-	if s.keep && s.body.ended.Load() {
-		s.h.put(s.sc)
-	} else {
-		s.h.discard(s.sc)
-	}
+	s.h.release(s.sc, &s.body, s.keep)
 	s.sc = nil
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http/httputil"
 	"os"
 	"strconv"
 	"strings"
@@ -630,9 +629,12 @@ func truncate(b []byte) []byte {
 // bodyReader reads a response body as its head framed it: chunked, so
 // many bytes, or up to the connection's end.
 type bodyReader struct {
-	br     *bufio.Reader
-	chunks io.Reader // httputil's chunked reader over br, when chunked
-	left   int64     // Content-Length bytes left; -1: not given
+	br      *bufio.Reader
+	chunked bool
+	// left: Content-Length bytes left (-1: not given); chunked, the bytes
+	// left of the current chunk.
+	left int64
+	crlf bool // chunked: the current chunk's CRLF is still to be read
 	// ended: the body was read to its end, and the connection holds
 	// nothing more of it (it may serve the next call). Set by the reading
 	// goroutine, read by Close (maybe a timer's).
@@ -649,7 +651,7 @@ func (b *bodyReader) frame(sc *hostConn, rh *respHead) bool {
 	case rh.noBody:
 		b.left = 0
 	case rh.chunked:
-		b.chunks = httputil.NewChunkedReader(sc.br)
+		b.chunked, b.left = true, 0
 	case rh.length < 0:
 		return false // the body ends with the connection
 	}
@@ -703,11 +705,8 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	var n int
 	var err error
 	switch {
-	case b.chunks != nil:
-		n, err = b.chunks.Read(p)
-		if errors.Is(err, io.EOF) {
-			err = b.trailer()
-		}
+	case b.chunked:
+		n, err = b.readChunks(p)
 	case b.left >= 0:
 		if b.left == 0 {
 			b.ended.Store(true)
@@ -731,6 +730,110 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// readChunks reads chunked data into p: the current chunk's, and the
+// next chunks' while p has room and their size lines are already buffered
+// (so that bytes that arrived together are returned together, without
+// waiting for the network). At the last chunk it reads the trailer
+// section: io.EOF means the body ended cleanly.
+func (b *bodyReader) readChunks(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		if b.left == 0 {
+			if n > 0 && !b.chunkHeadBuffered() {
+				return n, nil
+			}
+			size, err := b.chunkHead()
+			if err != nil {
+				return n, err
+			}
+			if size == 0 {
+				return n, b.trailer()
+			}
+			b.left, b.crlf = size, true
+		}
+		m := min(int64(len(p)-n), b.left)
+		k, err := b.br.Read(p[n : n+int(m)])
+		n += k
+		b.left -= int64(k)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, err
+		}
+		if b.left > 0 {
+			// The rest of the chunk is not here yet.
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+// chunkHeadBuffered reports whether the CRLF ending the current chunk and
+// the next size line are all in the read buffer.
+func (b *bodyReader) chunkHeadBuffered() bool {
+	buf, _ := b.br.Peek(b.br.Buffered())
+	if b.crlf {
+		if len(buf) < 2 {
+			return false
+		}
+		buf = buf[2:]
+	}
+	return bytes.IndexByte(buf, '\n') >= 0
+}
+
+// errChunk: the chunked framing is broken.
+var errChunk = errors.New("malformed chunked encoding")
+
+// chunkHead reads the CRLF that ends the current chunk (if any) and the
+// next chunk's size line (chunk extensions are ignored).
+func (b *bodyReader) chunkHead() (int64, error) {
+	total := 0
+	if b.crlf {
+		line, err := headLine(b.br, &total)
+		if err != nil || len(line) != 0 {
+			return 0, chunkErr(err)
+		}
+		b.crlf = false
+	}
+	line, err := headLine(b.br, &total)
+	if err != nil {
+		return 0, chunkErr(err)
+	}
+	if i := bytes.IndexByte(line, ';'); i >= 0 {
+		line = line[:i]
+	}
+	line = bytes.TrimRight(line, " \t")
+	if len(line) == 0 || len(line) > 15 {
+		return 0, errChunk
+	}
+	var size int64
+	for _, c := range line {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, errChunk
+		}
+		size = size<<4 | int64(c)
+	}
+	return size, nil
+}
+
+func chunkErr(err error) error {
+	switch {
+	case err == nil:
+		return errChunk
+	case errors.Is(err, io.EOF):
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // trailer reads the trailer section that ends a chunked body (usually only

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -488,16 +487,19 @@ func FuzzStreamResponse(f *testing.F) {
 		"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nabcde",
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + chunk("a") + "0\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nConnection: close, x\r\n\r\nabc",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\nA \r\n0123456789\r\n1\r\nz\r\n0\r\nT: 1\r\n\r\nHTTP/1.1",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		br := bufio.NewReaderSize(bytes.NewReader(raw), connReadBuf)
+		src := bytes.NewReader(raw)
+		br := bufio.NewReaderSize(src, connReadBuf)
 		var rh respHead
 		if err := rh.read(br); err != nil {
 			return
 		}
-		hr := bufio.NewReader(bytes.NewReader(raw))
+		hsrc := bytes.NewReader(raw)
+		hr := bufio.NewReader(hsrc)
 		var resp *http.Response
 		for {
 			var err error
@@ -511,21 +513,25 @@ func FuzzStreamResponse(f *testing.F) {
 		if rh.status != resp.StatusCode {
 			t.Fatalf("status %d, net/http %d", rh.status, resp.StatusCode)
 		}
-		body := bodyReader{br: br, left: rh.length}
-		switch {
-		case rh.noBody:
-			body.left = 0
-		case rh.chunked:
-			body.chunks = httputil.NewChunkedReader(br)
-		}
+		var body bodyReader
+		keep := body.frame(&hostConn{br: br}, &rh)
 		ours, oerr := io.ReadAll(&body)
 		theirs, terr := io.ReadAll(resp.Body)
-		if oerr == nil && terr == nil && !bytes.Equal(ours, theirs) {
+		if oerr != nil || terr != nil {
+			return
+		}
+		if !bytes.Equal(ours, theirs) {
 			t.Fatalf("body %q, net/http %q", ours, theirs)
 		}
-		keep := !rh.close && (rh.chunked || rh.length >= 0 || rh.noBody)
 		if keep && resp.Close {
 			t.Fatalf("connection kept where net/http closes it (head %q)", raw[:min(len(raw), 200)])
+		}
+		// A connection kept for the next call must be exactly at the end
+		// of this response: where net/http's reading of it ends.
+		if keep && body.ended.Load() {
+			if ours, theirs := len(raw)-src.Len()-br.Buffered(), len(raw)-hsrc.Len()-hr.Buffered(); ours != theirs {
+				t.Fatalf("the response ends at byte %d, net/http's at %d", ours, theirs)
+			}
 		}
 	})
 }

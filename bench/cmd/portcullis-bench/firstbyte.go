@@ -27,7 +27,7 @@ import (
 //	request        telemetry.MarkRequest: the handler has the request
 //	parsed, upstream-call (the gateway's marks)
 //	sent           the write of the request to the upstream begins (fasthttp's
-//	               client in the bare hop, the stream client in the gateway)
+//	               client in the bare hop, engine/provider's in the gateway)
 //	woken          the last wake-up before the response's first write: the
 //	               upstream's answer (or the rest of it) has arrived
 //	upstream-head  telemetry.MarkUpstreamHead
@@ -116,7 +116,7 @@ func readFirstBytePaths(r io.Reader) (*firstBytePaths, error) {
 						continue
 					}
 					if at[sent] < 0 {
-						if stackHas(stk, "HostClient).doNonNilReqResp") || stackHas(stk, "provider.(*streamConn).send") {
+						if stackHas(stk, "HostClient).doNonNilReqResp") || stackHas(stk, "provider.(*hostConn).send") {
 							at[sent] = t
 						}
 					} else if stackHas(stk, "fasthttp.(*Server).serveConnCounted") {

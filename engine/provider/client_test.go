@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -534,4 +535,31 @@ func FuzzStreamResponse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A body larger than what goes out in the head's buffer is written from
+// where it is, whole, on a pooled connection as on a new one.
+func TestLargeRequestBody(t *testing.T) {
+	var got []int
+	var mu sync.Mutex
+	addr, conns, _ := rawUpstream(t, func(_ int, req *http.Request) (string, bool) {
+		mu.Lock()
+		got = append(got, int(req.ContentLength))
+		mu.Unlock()
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", true
+	})
+	ep := streamEndpoint(addr)
+	body := bytes.Repeat([]byte("x"), 3*inlineBody+7)
+	for i := 0; i < 2; i++ {
+		resp, err := ep.Do(context.Background(), &Request{Deadline: time.Now().Add(5 * time.Second)}, body, llm.OpenAIChat)
+		if err != nil || string(resp.Body) != "{}" {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		resp.Release()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[0] != len(body) || got[1] != len(body) || conns.Load() != 1 {
+		t.Fatalf("upstream read bodies of %v bytes on %d connections, want 2 of %d on 1", got, conns.Load(), len(body))
+	}
 }

@@ -154,6 +154,9 @@ type Exchange struct {
 	// maxUpstreamBuf). Neither costs an allocation per request.
 	Upstream    provider.Request
 	UpstreamBuf []byte
+	// Kept is the server's to keep across the pool's reuses (its stream
+	// body: one allocation less per stream); Release leaves it.
+	Kept any
 	// Served is the deployment that answered: it counts the tokens for its
 	// tpm and prices them.
 	Served interface {
@@ -332,18 +335,19 @@ var pool = sync.Pool{New: func() any { return new(Exchange) }}
 // maxUpstreamBuf bounds the upstream body buffer a pooled Exchange keeps.
 const maxUpstreamBuf = 64 << 10
 
-// Acquire returns a cleared Exchange (its UpstreamBuf's room aside).
+// Acquire returns a cleared Exchange (its UpstreamBuf's room and Kept
+// aside).
 func Acquire() *Exchange { return pool.Get().(*Exchange) }
 
 // Release clears x (every field, Principal included; UpstreamBuf keeps its
-// room) and returns it to the pool; x must not be used after.
+// room, Kept stays) and returns it to the pool; x must not be used after.
 func Release(x *Exchange) {
 	if x.Response != nil {
 		x.Response.Release()
 	}
 	x.Unhold()
-	buf := x.UpstreamBuf
-	*x = Exchange{}
+	buf, kept := x.UpstreamBuf, x.Kept
+	*x = Exchange{Kept: kept}
 	if cap(buf) <= maxUpstreamBuf {
 		x.UpstreamBuf = buf[:0]
 	}

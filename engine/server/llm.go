@@ -338,7 +338,14 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, rt *gateway.Runtime, x *p
 		s.fail(ctx, rt, x, errs.From(err))
 		return
 	}
-	b := &streamBody{s: s, rt: rt, x: x, ctx: ctx, tr: tr, first: first, hasFirst: true, wt: s.settings.WriteTimeout,
+	// The exchange keeps its stream body across the pool's reuses: the
+	// body is done with when Close releases the exchange.
+	b, _ := x.Kept.(*streamBody)
+	if b == nil {
+		b = new(streamBody)
+		x.Kept = b
+	}
+	*b = streamBody{s: s, rt: rt, x: x, ctx: ctx, tr: tr, first: first, hasFirst: true, wt: s.settings.WriteTimeout,
 		stream: resp.Stream, dialect: resp.Dialect, strict: s.strict}
 	b.out = b.outBuf[:0]
 	b.wait, _ = resp.Stream.(provider.Waiter)
@@ -692,7 +699,9 @@ func (b *streamBody) abort(e *errs.Error) {
 }
 
 // Close is called by fasthttp when the body has been written or the
-// client went away. It closes the upstream and finishes the request.
+// client went away. It closes the upstream and finishes the request. b
+// belongs to the exchange (Exchange.Kept), which finish releases: nothing
+// touches b after Close.
 func (b *streamBody) Close() error {
 	if b.closed {
 		return nil

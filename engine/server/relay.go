@@ -188,11 +188,10 @@ func buffered(hc, c net.Conn, p []byte) []byte {
 // relay writes the rest of the stream, finishes the exchange and goes on
 // serving the connection.
 func (b *streamBody) relay(left []byte) {
-	s, c, keep := b.s, b.conn, b.keep
+	s, c, keep, hdr := b.s, b.conn, b.keep, b.hdr
 	ok := b.werr == nil && b.relayRest()
-	b.Close()
-	headerPool.Put(b.hdr)
-	b.hdr = nil
+	b.Close() // b is the released exchange's: not touched after
+	headerPool.Put(hdr)
 	s.streams.Add(-1)
 	if !ok || !keep || s.stopping.Load() {
 		_ = c.Close()

@@ -149,9 +149,10 @@ func (h *hostPool) get() *hostConn {
 	return sc
 }
 
-// put keeps sc for the next call.
+// put keeps sc for the next call (whose deadlines replace the last
+// call's, which an idle connection leaves in place: a passed deadline
+// closes nothing).
 func (h *hostPool) put(sc *hostConn) {
-	_ = sc.SetDeadline(time.Time{})
 	sc.idleSince = time.Now()
 	h.mu.Lock()
 	h.idle = append(h.idle, sc)
@@ -574,10 +575,15 @@ func (rh *respHead) read(br *bufio.Reader) error {
 		}
 		if status >= 200 || status == 101 {
 			if te {
-				// Transfer-Encoding overrides Content-Length; a coding
-				// other than chunked last runs to the connection's end,
-				// and so does any in an HTTP/1.0 response (faulty
-				// framing, RFC 9112 6.1; net/http reads it so too).
+				// Transfer-Encoding overrides Content-Length (both: a
+				// sign of response splitting, so the connection is not
+				// reused, RFC 9112 6.3); a coding other than chunked last
+				// runs to the connection's end, and so does any in an
+				// HTTP/1.0 response (faulty framing, RFC 9112 6.1;
+				// net/http reads it so too).
+				if rh.length >= 0 {
+					rh.close = true
+				}
 				rh.length = -1
 				if line[7] == '0' {
 					rh.chunked = false

@@ -118,6 +118,9 @@ func TestStreamBodyFramings(t *testing.T) {
 			chunk("data: {\"n\":0}\n\n") + strings.Replace(chunk("data: [DONE]\n\n"), "\r\n", ";ext=1\r\n", 1) + "0\r\nX-Trailer: t\r\n\r\n", true},
 		{"length", sseHead + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body, true},
 		{"connection end", sseHead + "Connection: close\r\n\r\n" + body, false},
+		// Both framings: chunked is read, the connection not reused.
+		{"chunked and a length", sseHead + "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n" +
+			chunk(body) + "0\r\n\r\n", false},
 		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n" + body, false},
 		{"interim response first", "HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + sseHead + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body, true},
 	} {

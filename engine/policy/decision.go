@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/portcullis/portcullis/engine/provider"
 )
 
 // Decision is a policy's answer, validated. The request phase may carry
@@ -458,18 +460,7 @@ func validCode(s string) bool {
 	return len(s) <= 64
 }
 
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
+func validHeaderName(s string) bool { return provider.ValidHeaderName(s) }
 
 // valueName names the type of a decision value for an error.
 func valueName(v ast.Value) string {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,7 +84,6 @@ type hostConn struct {
 	net.Conn
 	br        *bufio.Reader
 	idleSince time.Time
-	reused    bool // taken from the pool (it may have been closed by the upstream)
 }
 
 // pool returns addr's pool of connections, made on first use.
@@ -145,7 +145,6 @@ func (h *hostPool) get() *hostConn {
 	h.idle[n-1] = nil
 	h.idle = h.idle[:n-1]
 	h.mu.Unlock()
-	sc.reused = true
 	return sc
 }
 
@@ -264,17 +263,7 @@ func setField(fields [][2]string, name, v string) [][2]string {
 }
 
 func delField(fields [][2]string, name string) [][2]string {
-	return slicesDeleteFunc(fields, func(f [2]string) bool { return strings.EqualFold(f[0], name) })
-}
-
-func slicesDeleteFunc(fields [][2]string, del func([2]string) bool) [][2]string {
-	out := fields[:0]
-	for _, f := range fields {
-		if !del(f) {
-			out = append(out, f)
-		}
-	}
-	return out
+	return slices.DeleteFunc(fields, func(f [2]string) bool { return strings.EqualFold(f[0], name) })
 }
 
 func appendFields(b []byte, fields [][2]string) []byte {
@@ -290,7 +279,13 @@ func appendFields(b []byte, fields [][2]string) []byte {
 // validField reports a header a request may carry: a token name, a value
 // without CR, LF or NUL (which would split or end the head).
 func validField(name, v string) bool {
-	if name == "" || strings.ContainsAny(v, "\r\n\x00") {
+	return ValidHeaderName(name) && !strings.ContainsAny(v, "\r\n\x00")
+}
+
+// ValidHeaderName reports an HTTP field name: one or more token
+// characters (RFC 9110 5.6.2).
+func ValidHeaderName(name string) bool {
+	if name == "" {
 		return false
 	}
 	for i := 0; i < len(name); i++ {

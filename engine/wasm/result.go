@@ -6,6 +6,8 @@ import (
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/tidwall/gjson"
+
+	"github.com/portcullis/portcullis/engine/provider"
 )
 
 // Limits of sdk/ABI.md.
@@ -248,21 +250,7 @@ var patchOptions = func() *jsonpatch.ApplyOptions {
 	return o
 }()
 
-func validHeaderName(k string) bool {
-	if k == "" || len(k) > 256 {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
+func validHeaderName(k string) bool { return len(k) <= 256 && provider.ValidHeaderName(k) }
 
 // deniedHeaders are never changed by a plugin (credentials and framing).
 var deniedHeaders = []string{

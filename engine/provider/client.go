@@ -30,8 +30,8 @@ import (
 // (request line, host, fixed headers) and goes out with the body in one
 // write; the response head is read line by line for what the gateway
 // needs (status, framing, Connection, Retry-After); the body is de-chunked
-// by net/http/httputil's chunked reader, straight into the SSE reader of a
-// stream or into a pooled buffer for a whole response.
+// as it is read (bodyReader), straight into the SSE reader of a stream or
+// into a pooled buffer for a whole response.
 //
 // fasthttp's HostClient, which this replaced, does much more per call (a
 // Request copied from a template, a general header parser, a body stream

@@ -71,9 +71,9 @@ func (c *Client) CloseIdleConnections() {
 }
 
 // Prepare tells the client that base (a deployment's API base URL) is
-// served over https, so that its connections are dialled with their TLS
-// handshake in the dial goroutine. Without it fasthttp does the handshake
-// itself (correct, only deeper in the request's stack).
+// served over https, with a TLS configuration of its own (its server name,
+// the shared session cache, HTTP/1.1). Without it the host's pool makes
+// one from Client.TLSConfig on first use (client.go, tlsFor).
 func (c *Client) Prepare(base string) {
 	u, err := url.Parse(base)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
@@ -102,9 +102,7 @@ type dialed struct {
 // holds an idle stream keeps that stack (bench/ scenario (e)). A new
 // connection costs a goroutine; a pooled one costs nothing.
 //
-// With cfg (an https host), the TLS handshake is done there too; the
-// *tls.Conn returned has a Handshake method, which tells fasthttp not to
-// wrap it again.
+// With cfg (an https host), the TLS handshake is done there too.
 func (c *Client) dialWith(addr string, timeout time.Duration, cfg *tls.Config) (net.Conn, error) {
 	if timeout <= 0 || timeout > DialTimeout {
 		timeout = DialTimeout

@@ -806,7 +806,9 @@ func (b *bodyReader) chunkHead() (int64, error) {
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
 		line = line[:i]
 	}
-	line = bytes.TrimRight(line, " \t")
+	for len(line) > 0 && (line[len(line)-1] == ' ' || line[len(line)-1] == '\t') {
+		line = line[:len(line)-1] // whitespace before an extension
+	}
 	if len(line) == 0 || len(line) > 15 {
 		return 0, errChunk
 	}

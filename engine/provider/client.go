@@ -103,12 +103,19 @@ func (c *Client) pool(addr, host string, isTLS bool) *hostPool {
 	return v.(*hostPool)
 }
 
-// tlsFor is the TLS configuration of an https host: Prepare's, or one made
-// from Client.TLSConfig. HTTP/1.1 only: the exchange is HTTP/1.1.
+// tlsFor is the TLS configuration of an https host: Prepare's, or a new
+// one.
 func (c *Client) tlsFor(addr, host string) *tls.Config {
 	if v, ok := c.tls.Load(addr); ok {
 		return v.(*tls.Config)
 	}
+	return c.newTLSConfig(host)
+}
+
+// newTLSConfig is a host's TLS configuration: Client.TLSConfig's (or the
+// defaults, TLS 1.2 at least) with the host as server name, the client's
+// session cache, and HTTP/1.1 only: the exchange is HTTP/1.1.
+func (c *Client) newTLSConfig(host string) *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.TLSConfig != nil {
 		cfg = c.TLSConfig.Clone()

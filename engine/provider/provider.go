@@ -124,12 +124,8 @@ type Response struct {
 	// already knows it; otherwise the gateway reads it from Body.
 	Usage    llm.Tokens
 	HasUsage bool
-	release  func()
 	buf      *[]byte // Body's pooled buffer (client.go)
 }
-
-// SetRelease registers what Release frees.
-func (r *Response) SetRelease(f func()) { r.release = f }
 
 // Release frees what the response holds. Safe to call more than once.
 func (r *Response) Release() {
@@ -138,10 +134,6 @@ func (r *Response) Release() {
 	}
 	if r.Stream != nil {
 		_ = r.Stream.Close()
-	}
-	if r.release != nil {
-		r.release()
-		r.release = nil
 	}
 	if r.buf != nil {
 		if cap(*r.buf) <= 1<<20 {

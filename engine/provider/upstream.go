@@ -40,8 +40,8 @@ const DialTimeout = 5 * time.Second
 // deployments: one pool of HTTP/1.1 connections per upstream host
 // (client.go), which an endpoint finds once (its template).
 type Client struct {
-	// TLSConfig is for https hosts Prepare was not told of; nil: the
-	// defaults.
+	// TLSConfig is the base of every https host's configuration
+	// (newTLSConfig); nil: the defaults.
 	TLSConfig *tls.Config
 
 	dialer *fasthttp.TCPDialer
@@ -71,9 +71,9 @@ func (c *Client) CloseIdleConnections() {
 }
 
 // Prepare tells the client that base (a deployment's API base URL) is
-// served over https, with a TLS configuration of its own (its server name,
-// the shared session cache, HTTP/1.1). Without it the host's pool makes
-// one from Client.TLSConfig on first use (client.go, tlsFor).
+// served over https, and registers its TLS configuration (newTLSConfig)
+// before the first call; without it the host's pool makes the same on
+// first use (client.go, tlsFor).
 func (c *Client) Prepare(base string) {
 	u, err := url.Parse(base)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
@@ -84,10 +84,7 @@ func (c *Client) Prepare(base string) {
 		port = "443"
 	}
 	addr := net.JoinHostPort(u.Hostname(), port)
-	c.tls.LoadOrStore(addr, &tls.Config{
-		ServerName: u.Hostname(), ClientSessionCache: c.sessions, MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"},
-	})
+	c.tls.LoadOrStore(addr, c.newTLSConfig(u.Hostname()))
 }
 
 type dialed struct {
@@ -128,8 +125,7 @@ func handshake(raw net.Conn, cfg *tls.Config, deadline time.Time) (net.Conn, err
 	_ = conn.SetDeadline(deadline)
 	if err := conn.Handshake(); err != nil {
 		_ = raw.Close()
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		if timeout(err) {
 			return nil, fasthttp.ErrTLSHandshakeTimeout
 		}
 		return nil, err
